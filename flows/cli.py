@@ -1,0 +1,386 @@
+"""The ``assay`` command: parses arguments, then runs flows or pipeline functions.
+
+Exit codes: 0 success, 2 bad input, 3 a critical expectation failed, 1 anything else
+(130 when interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_CRITICAL = 0, 1, 2, 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("assay")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+# --------------------------------------------------------------------------- helpers
+def _print_kv(rows: Sequence[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
+def _dataset_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    counts = summary["class_counts"]
+    return [
+        ("samples", summary["n"]),
+        ("image shape", " x ".join(str(s) for s in summary["image_shape"])),
+        ("classes", f"{summary['n_classes']}: {', '.join(summary['class_names'])}"),
+        ("class counts", ", ".join(f"{k}={v}" for k, v in counts.items())),
+        ("value range", f"{summary['value_range'][0]}..{summary['value_range'][1]}"),
+        ("content hash", summary["content_hash"][:16]),
+    ]
+
+
+def _add_data(p: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    p.add_argument(
+        "--data",
+        default=default,
+        required=default is None,
+        metavar="SPEC",
+        help="dataset: 'digits', an MNIST IDX folder, .npz, .csv, an image folder "
+        "(one sub-folder per class) or an assay dataset folder"
+        + (f" (default: {default})" if default else ""),
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse non-image files in an image folder instead of skipping them",
+    )
+
+
+def _add_compute(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda[:N] (default: auto = cuda if present)"
+    )
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_info(args: argparse.Namespace) -> int:
+    from pipeline import io
+
+    dataset = io.load(args.data, strict=args.strict)
+    summary = dataset.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    print(f"{args.data}")
+    _print_kv(_dataset_rows(summary))
+    return EXIT_OK
+
+
+def cmd_inject(args: argparse.Namespace) -> int:
+    from pipeline import io
+    from pipeline.inject import inject
+
+    dataset = io.load(args.data, strict=args.strict)
+    dirty = inject(dataset, args.config or args.preset, seed=args.seed)
+    out = io.save(dirty, args.out)
+    counts = dirty.columns["injected"].value_counts()
+    print(f"Wrote {len(dirty)} samples ({len(dataset)} in, seed {args.seed}) to {out}")
+    _print_kv([(str(k), int(v)) for k, v in counts.items()])
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pipeline import io
+    from pipeline.runfolder import RunFolder
+    from pipeline.validate import critical_failures_message, validate
+
+    dataset = io.load(args.data, strict=args.strict)
+    reference = io.load(args.reference) if args.reference else None
+    run = RunFolder(Path(args.out))
+    result = validate(
+        dataset,
+        suite_path=args.suite,
+        reference=reference,
+        out_dir=run.validation,
+        data_docs=not args.no_data_docs,
+    )
+    failed = [r for r in result.results if not r["success"]]
+    print(
+        f"{len(result.results) - len(failed)}/{len(result.results)} expectations met; "
+        f"{len(failed)} failed. Details: {run.validation / 'validation.json'}"
+    )
+    for r in failed:
+        column = f" [{r['column']}]" if r.get("column") else ""
+        print(f"  {r['severity']:<8} {r['expectation']}{column}")
+    if not result.success_critical:
+        print(critical_failures_message(result), file=sys.stderr)
+        return EXIT_CRITICAL
+    return EXIT_OK
+
+
+def cmd_expectations_learn(args: argparse.Namespace) -> int:
+    from pipeline import io
+    from pipeline.validate import learn_suite
+
+    dataset = io.load(args.data, strict=args.strict)
+    out = learn_suite(dataset, out_path=Path(args.out))
+    print(f"Learned a suite from {len(dataset)} trusted samples: {out}")
+    return EXIT_OK
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from pipeline import io
+    from pipeline.detect import run_detection
+    from pipeline.runfolder import RunFolder
+
+    dataset = io.load(args.data, strict=args.strict)
+    run = RunFolder(Path(args.out))
+    result = run_detection(
+        dataset, out_dir=run.detection, seed=args.seed, device=args.device, folds=args.folds
+    )
+    counts = result.summary.get("counts", {})
+    print(f"Detection on {len(dataset)} samples -> {run.detection / 'issues.parquet'}")
+    _print_kv([(k, v) for k, v in counts.items()] or [("issues", 0)])
+    return EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from pipeline import io
+    from pipeline.clean import clean, write_cleaned
+    from pipeline.runfolder import RunFolder
+
+    run = RunFolder(Path(args.run))
+    data = args.data or str(run.dataset)
+    dataset = io.load(data)
+    issues_path = run.detection / "issues.parquet"
+    if not issues_path.exists():
+        from pipeline.errors import DataError
+
+        raise DataError(f"{issues_path}: no detection result; run `assay detect` first.")
+    issues = pd.read_parquet(issues_path)
+    cleaned, decisions = clean(dataset, issues, policy=args.policy)
+    write_cleaned(cleaned, decisions, run.cleaned)
+    counts = decisions["decision"].value_counts()
+    print(f"Cleaned with policy {args.policy!r}: {len(cleaned)} of {len(dataset)} kept")
+    _print_kv([(str(k), int(v)) for k, v in counts.items()])
+    return EXIT_OK
+
+
+def cmd_gan(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from pipeline import io
+    from pipeline.generate import compare_gans
+    from pipeline.runfolder import RunFolder
+
+    run = RunFolder(Path(args.run))
+    for need in (run.dataset, run.detection / "issues.parquet", run.cleaned):
+        if not need.exists():
+            from pipeline.errors import DataError
+
+            raise DataError(f"{need}: missing; run `assay run` (or detect and clean) first.")
+    dirty = io.load(str(run.dataset))
+    cleaned = io.load(str(run.cleaned))
+    issues = pd.read_parquet(run.detection / "issues.parquet")
+    noise_matrix = np.load(run.detection / "noise_matrix.npy", allow_pickle=False)
+    metrics = compare_gans(
+        dirty,
+        cleaned,
+        issues,
+        noise_matrix=noise_matrix,
+        out_dir=run.gan,
+        steps=args.steps,
+        device=args.device,
+        seed=args.seed,
+        vae_dir=run.detection,
+    )
+    for arm, m in metrics.get("arms", {}).items():
+        print(
+            f"  {arm:<12} label accuracy {m.get('label_accuracy', float('nan')):.3f}  "
+            f"FID {m.get('fid', float('nan')):.2f}"
+        )
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import render_report
+
+    path = render_report(Path(args.run))
+    print(f"Report: {path}")
+    return EXIT_OK
+
+
+def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = (
+        "data", "inject", "policy", "steps", "device", "seed", "folds", "runner",
+        "run_dir", "runs_root", "suite", "strict",
+    )  # fmt: skip
+    out = {}
+    for key in keys:
+        value = getattr(args, key, None)
+        if value is not None and value is not False:
+            out[key] = value
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.config import load_config
+    from flows.main import run_pipeline
+
+    config = load_config(args.config, overrides=_run_overrides(args))
+    summary = run_pipeline(config)
+    return int(getattr(summary, "exit_code", EXIT_OK))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.config import load_config
+    from flows.serve import serve
+
+    config = load_config(args.config, overrides=_run_overrides(args))
+    serve(config, cron=args.cron, name=args.name)
+    return EXIT_OK
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from flows.serve import start_server
+
+    start_server(host=args.host, port=args.port)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data", default=None, metavar="SPEC", help="dataset spec (default: digits)"
+    )
+    p.add_argument("--strict", action="store_true", help="refuse non-image files in folders")
+    p.add_argument("--inject", metavar="PRESET", help="inject known dirt first (e.g. mixed-mild)")
+    p.add_argument(
+        "--policy", choices=("drop", "relabel", "review"), help="cleaning policy (relabel)"
+    )
+    p.add_argument("--steps", type=int, help="GAN training steps per arm")
+    p.add_argument("--device", help="auto, cpu or cuda[:N]")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--folds", type=int, help="folds of the out-of-fold classifier")
+    p.add_argument("--suite", metavar="FILE", help="expectation suite (default: the built-in)")
+    p.add_argument(
+        "--runner", metavar="RUNNER", help="task runner: threads, processes or dask[:ADDRESS]"
+    )
+    p.add_argument("--run-dir", dest="run_dir", metavar="DIR", help="run folder to write/resume")
+    p.add_argument(
+        "--runs-root", dest="runs_root", metavar="DIR", help="where new run folders go (runs)"
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML or TOML file of run parameters")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="assay",
+        description="Assay a labelled image dataset: validate it, find the dirty samples, "
+        "clean it, and measure what the dirt costs a conditional GAN.",
+    )
+    parser.add_argument("--version", action="version", version=f"assay {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run the whole pipeline as a Prefect flow")
+    _add_run_options(p)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("info", help="print a dataset's size, shape, classes and hash")
+    _add_data(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_info)
+
+    p = sub.add_parser("inject", help="write a dirty copy of a dataset, with ground truth")
+    _add_data(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--preset", default="mixed-mild", help="preset name (default: mixed-mild)")
+    group.add_argument("--config", metavar="FILE", help="JSON or TOML file of injection rates")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(handler=cmd_inject)
+
+    p = sub.add_parser("validate", help="validate a dataset with Great Expectations")
+    _add_data(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder to write into")
+    p.add_argument("--suite", metavar="FILE", help="expectation suite JSON (default: built-in)")
+    p.add_argument("--reference", metavar="SPEC", help="reference dataset for class balance")
+    p.add_argument("--no-data-docs", action="store_true", help="skip building GX Data Docs")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("expectations", help="work with expectation suites")
+    esub = p.add_subparsers(dest="expectations_command", metavar="ACTION", required=True)
+    q = esub.add_parser("learn", help="fit a suite to a dataset you trust")
+    _add_data(q)
+    q.add_argument("--out", required=True, metavar="FILE", help="suite JSON to write")
+    q.set_defaults(handler=cmd_expectations_learn)
+
+    p = sub.add_parser("detect", help="find mislabelled, outlying and duplicate samples")
+    _add_data(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder to write into")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
+    _add_compute(p)
+    p.set_defaults(handler=cmd_detect)
+
+    p = sub.add_parser("clean", help="turn detections into decisions and a cleaned dataset")
+    p.add_argument("--run", required=True, metavar="DIR", help="run folder with detection/")
+    p.add_argument("--data", metavar="SPEC", help="dataset (default: the run's snapshot)")
+    p.add_argument("--policy", default="relabel", choices=("drop", "relabel", "review"))
+    p.set_defaults(handler=cmd_clean)
+
+    p = sub.add_parser("gan", help="train the conditional GAN arms and compare them")
+    p.add_argument("--run", required=True, metavar="DIR", help="run folder with cleaned/")
+    p.add_argument("--steps", type=int, default=None, help="training steps per arm")
+    _add_compute(p)
+    p.set_defaults(handler=cmd_gan)
+
+    p = sub.add_parser("report", help="(re-)render report.html from a run folder")
+    p.add_argument("--run", required=True, metavar="DIR", help="run folder")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("serve", help="serve the pipeline on a cron schedule")
+    _add_run_options(p)
+    p.add_argument("--cron", required=True, help='cron schedule, e.g. "0 3 * * *"')
+    p.add_argument("--name", default="assay-scheduled", help="deployment name")
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("server", help="start a local Prefect server (SQLite, loopback)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=4200)
+    p.set_defaults(handler=cmd_server)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``assay`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from pipeline.errors import AssayError
+
+    start = time.perf_counter()
+    try:
+        code = args.handler(args)
+    except AssayError as exc:
+        print(f"assay: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("assay: interrupted; finished stages are kept and a re-run resumes.", file=sys.stderr)
+        return 130
+    if args.command != "run" and code == EXIT_OK:
+        print(f"done in {time.perf_counter() - start:.1f} s")
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
