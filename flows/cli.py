@@ -100,10 +100,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline import io
     from pipeline.runfolder import RunFolder
-    from pipeline.validate import critical_failures_message, validate
 
     dataset = io.load(args.data, strict=args.strict)
     reference = io.load(args.reference) if args.reference else None
+    from pipeline.validate import critical_failures_message, validate
+
     run = RunFolder(Path(args.out))
     result = validate(
         dataset,
@@ -128,9 +129,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_expectations_learn(args: argparse.Namespace) -> int:
     from pipeline import io
-    from pipeline.validate import learn_suite
 
     dataset = io.load(args.data, strict=args.strict)
+    from pipeline.validate import learn_suite
+
     out = learn_suite(dataset, out_path=Path(args.out))
     print(f"Learned a suite from {len(dataset)} trusted samples: {out}")
     return EXIT_OK
@@ -138,10 +140,11 @@ def cmd_expectations_learn(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from pipeline import io
-    from pipeline.detect import run_detection
     from pipeline.runfolder import RunFolder
 
     dataset = io.load(args.data, strict=args.strict)
+    from pipeline.detect import run_detection
+
     run = RunFolder(Path(args.out))
     result = run_detection(
         dataset, out_dir=run.detection, seed=args.seed, device=args.device, folds=args.folds

@@ -1,0 +1,227 @@
+"""What every reader shares: pixel normalisation, label checks and the final build.
+
+Every reader hands its raw arrays to :func:`build_dataset`, so the rules below hold for
+every format alike:
+
+- integer images must already lie in 0..255;
+- floating-point images must be finite and lie in 0..255; when all values are in [0, 1]
+  they are taken as unit-range intensities and scaled by 255 (``meta`` then says
+  ``scaled_from_unit_range: true``);
+- labels are one integer class index per image, ``0 <= label < K``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.dataset import Dataset
+from pipeline.errors import DataError
+
+
+class DataWarning(UserWarning):
+    """Something in the input was skipped or changed while loading it."""
+
+
+def to_uint8(images: np.ndarray, *, source: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Convert raw pixel values to uint8 0..255, refusing anything that does not fit.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, H, W) or (N, H, W, C)
+        Raw pixels of any integer, boolean or floating-point dtype.
+    source : str
+        The file or spec, for error messages.
+
+    Returns
+    -------
+    images : ndarray of uint8, same shape
+    notes : dict
+        What was done, for ``Dataset.meta`` (``original_dtype``, ``original_range``,
+        ``scaled_from_unit_range``); empty when the input was already uint8.
+
+    Raises
+    ------
+    DataError
+        Empty input, NaN/inf, values outside 0..255, or a non-numeric dtype.
+    """
+    arr = np.asarray(images)
+    if arr.size == 0:
+        raise DataError(
+            f"{source}: the dataset is empty; expected at least one image with at least one "
+            f"pixel. Found an array of shape {arr.shape}."
+        )
+    if arr.dtype == np.uint8:
+        return arr, {}
+    kind = arr.dtype.kind
+    if kind == "b":
+        return arr.astype(np.uint8) * np.uint8(255), {
+            "original_dtype": "bool",
+            "scaled_from_bool": True,
+        }
+    if kind in "iu":
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise DataError(
+                f"{source}: pixel values must lie in 0..255. Found integer values from {lo} to "
+                f"{hi} (dtype {arr.dtype}); rescale the images to 0..255 first."
+            )
+        return arr.astype(np.uint8), {"original_dtype": str(arr.dtype), "original_range": [lo, hi]}
+    if kind == "f":
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            n_nan = int(np.isnan(arr).sum())
+            n_inf = int(np.isinf(arr).sum())
+            bad_rows = (~np.isfinite(arr.reshape(arr.shape[0], -1))).any(axis=1)
+            first = int(np.flatnonzero(bad_rows)[0])
+            raise DataError(
+                f"{source}: pixel values must be finite numbers in 0..255 (or 0..1). Found "
+                f"{n_nan} NaN and {n_inf} infinite values, the first in image {first}."
+            )
+        if lo < 0 or hi > 255:
+            raise DataError(
+                f"{source}: pixel values must lie in 0..255 (or 0..1 for floating-point "
+                f"images). Found values from {lo:g} to {hi:g} (dtype {arr.dtype})."
+            )
+        notes: dict[str, Any] = {"original_dtype": str(arr.dtype), "original_range": [lo, hi]}
+        if hi <= 1.0:
+            out = np.rint(arr * 255.0)
+            notes["scaled_from_unit_range"] = True
+        else:
+            out = np.rint(arr)
+        return out.astype(np.uint8), notes
+    raise DataError(
+        f"{source}: pixel values must be numbers (integers in 0..255 or floats in 0..1 or "
+        f"0..255). Found an array of dtype {arr.dtype}."
+    )
+
+
+def check_labels(
+    labels: np.ndarray,
+    n_images: int,
+    class_names: list[str] | tuple[str, ...] | None,
+    *,
+    source: str,
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Check one class index per image and settle the class names.
+
+    Parameters
+    ----------
+    labels : ndarray, shape (N,) or (N, 1)
+        Integer class indices (integer-valued floats are accepted), or strings, which
+        become class names in sorted order.
+    n_images : int
+        N, the number of images the labels must match.
+    class_names : sequence of str or None
+        K names when the format carries them; ``None`` gives ``"0" .. str(max label)``.
+    source : str
+        The file or spec, for error messages.
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (N,)
+    class_names : tuple of K str
+    """
+    lab = np.asarray(labels)
+    if lab.ndim == 2 and lab.shape[1] == 1:
+        lab = lab[:, 0]
+    if lab.ndim != 1:
+        raise DataError(
+            f"{source}: expected one label per image, a 1-D array of {n_images} class "
+            f"indices. Found labels of shape {lab.shape}."
+        )
+    if lab.shape[0] != n_images:
+        raise DataError(
+            f"{source}: image and label counts differ: {n_images} images but "
+            f"{lab.shape[0]} labels. Expected exactly one label per image."
+        )
+    if lab.dtype.kind in "USO" and lab.shape[0]:
+        names = [str(v) for v in lab.tolist()]
+        if class_names is None:
+            class_names = tuple(sorted(set(names)))
+        index = {name: i for i, name in enumerate(class_names)}
+        unknown = sorted(set(names) - set(index))
+        if unknown:
+            raise DataError(
+                f"{source}: labels name classes that are not among the {len(index)} class "
+                f"names {list(index)}, e.g. {unknown[:3]}."
+            )
+        lab = np.fromiter((index[v] for v in names), dtype=np.int64, count=len(names))
+    elif lab.dtype.kind == "f":
+        finite = np.isfinite(lab)
+        whole = finite & (lab == np.round(np.where(finite, lab, 0)))
+        if not whole.all():
+            row = int(np.flatnonzero(~whole)[0])
+            raise DataError(
+                f"{source}: labels must be whole-number class indices. Found {float(lab[row]):g} "
+                f"for image {row}."
+            )
+        lab = lab.astype(np.int64)
+    elif lab.dtype.kind in "iub":
+        lab = lab.astype(np.int64)
+    else:
+        raise DataError(f"{source}: labels must be integer class indices. Found dtype {lab.dtype}.")
+    if lab.size and lab.min() < 0:
+        row = int(np.flatnonzero(lab < 0)[0])
+        raise DataError(
+            f"{source}: labels must be class indices >= 0. Found {int((lab < 0).sum())} "
+            f"negative, e.g. {int(lab[row])} for image {row}."
+        )
+    if class_names is None:
+        k = int(lab.max()) + 1 if lab.size else 0
+        class_names = tuple(str(i) for i in range(k))
+    class_names = tuple(str(c) for c in class_names)
+    k = len(class_names)
+    if lab.size and lab.max() >= k:
+        row = int(np.flatnonzero(lab >= k)[0])
+        raise DataError(
+            f"{source}: labels must be < {k}, the number of classes ({_short(class_names)}). "
+            f"Found {int((lab >= k).sum())} out of range, e.g. {int(lab[row])} for image {row}."
+        )
+    return lab, class_names
+
+
+def build_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    *,
+    source: str,
+    fmt: str,
+    meta: dict[str, Any] | None = None,
+    sample_ids: np.ndarray | None = None,
+    columns: pd.DataFrame | None = None,
+) -> Dataset:
+    """Normalise raw arrays from a reader and return a validated :class:`Dataset`.
+
+    ``images`` has shape (N, H, W) or (N, H, W, C); ``labels`` shape (N,). ``meta`` gets
+    ``source`` and ``format`` plus the notes of :func:`to_uint8`.
+    """
+    arr = np.asarray(images)
+    if arr.ndim not in (3, 4):
+        raise DataError(
+            f"{source}: expected images of shape (N, H, W) or (N, H, W, C). "
+            f"Found an array of shape {arr.shape}."
+        )
+    if arr.shape[0] == 0:
+        raise DataError(f"{source}: the dataset is empty; expected at least one image.")
+    labels, class_names = check_labels(labels, arr.shape[0], class_names, source=source)
+    arr, notes = to_uint8(arr, source=source)
+    full_meta = {"source": source, "format": fmt, **notes, **(meta or {})}
+    return Dataset.create(
+        arr,
+        labels,
+        class_names,
+        sample_ids=sample_ids,
+        meta=full_meta,
+        columns=columns,
+        source=source,
+    )
+
+
+def _short(names: tuple[str, ...], limit: int = 12) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", … ({len(names)} in all)"

@@ -1,0 +1,166 @@
+"""NumPy ``.npz`` archives with an images array and a labels array.
+
+Accepted key pairs (matched case-insensitively, first match wins): ``images``/``labels``,
+``x``/``y``, and Keras' ``x_train``/``y_train`` (with ``x_test``/``y_test`` appended when
+present, recorded in a ``split`` column). Optional keys: ``class_names`` (K strings) and
+``sample_ids`` (N unique integers). Images may be flat ``(N, D)`` with D a perfect
+square, ``(N, H, W)``, or ``(N, H, W, C)``; a trailing channel of size 1 is dropped.
+The archive is read with ``allow_pickle=False``: an array that needs pickle is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pandas as pd
+
+from pipeline.dataset import Dataset
+from pipeline.errors import DataError
+from pipeline.formats.common import build_dataset
+
+KEY_PAIRS = (("images", "labels"), ("x", "y"), ("x_train", "y_train"))
+
+
+def read_npz(path: Path) -> Dataset:
+    """Load an ``.npz`` archive; see the module docstring for the accepted layouts."""
+    try:
+        fh = open(path, "rb")  # closed below (np.load would leak it on bad input)
+    except OSError as exc:
+        raise DataError(f"{path}: could not be opened ({exc}).") from exc
+    with fh:
+        return _read_npz(fh, path)
+
+
+def _read_npz(fh: BinaryIO, path: Path) -> Dataset:
+    source = str(path)
+    try:
+        archive = np.load(fh, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise _needs_pickle(path, None) from exc
+        raise DataError(f"{path}: not a readable .npz archive ({exc}).") from exc
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+        raise DataError(
+            f"{path}: expected a NumPy .npz archive (a zip of .npy arrays), but it could not "
+            f"be read ({exc}). The file is truncated or not an .npz."
+        ) from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(
+            f"{path}: expected a .npz archive holding an images array and a labels array, "
+            f"found a single array of shape {getattr(archive, 'shape', '?')} (an .npy file)."
+        )
+    with archive:
+        keys = {k.lower(): k for k in archive.files}
+        pair = next(((keys[a], keys[b]) for a, b in KEY_PAIRS if a in keys and b in keys), None)
+        if pair is None:
+            raise DataError(
+                f"{path}: expected an images array and a labels array under the keys "
+                f"'images'/'labels', 'x'/'y' or 'x_train'/'y_train'. Found keys "
+                f"{sorted(archive.files)}."
+            )
+        meta: dict = {"keys": {"images": pair[0], "labels": pair[1]}}
+        images = _get(archive, pair[0], path)
+        labels = _get(archive, pair[1], path)
+        images = _as_images(images, path, pair[0])
+        columns = None
+        if pair[0].lower() == "x_train" and "x_test" in keys and "y_test" in keys:
+            test_images = _as_images(_get(archive, keys["x_test"], path), path, keys["x_test"])
+            test_labels = _get(archive, keys["y_test"], path)
+            if test_images.shape[1:] != images.shape[1:]:
+                raise DataError(
+                    f"{path}: '{keys['x_test']}' holds images of shape {test_images.shape[1:]} "
+                    f"but '{pair[0]}' holds {images.shape[1:]}; expected one shape for both."
+                )
+            if np.ndim(test_labels) != np.ndim(labels) or len(test_labels) != len(test_images):
+                raise DataError(
+                    f"{path}: image and label counts differ: '{keys['x_test']}' has "
+                    f"{len(test_images)} images but '{keys['y_test']}' has "
+                    f"{len(test_labels)} labels."
+                )
+            if len(labels) != len(images):
+                raise DataError(
+                    f"{path}: image and label counts differ: '{pair[0]}' has {len(images)} "
+                    f"images but '{pair[1]}' has {len(labels)} labels."
+                )
+            n_train, n_test = len(images), len(test_images)
+            images = np.concatenate([images, test_images])
+            labels = np.concatenate([labels, test_labels])
+            meta["keys"].update(test_images=keys["x_test"], test_labels=keys["y_test"])
+            meta["splits"] = {"train": n_train, "test": n_test}
+            columns = pd.DataFrame({"split": np.repeat(["train", "test"], [n_train, n_test])})
+        class_names = None
+        if "class_names" in keys:
+            names = _get(archive, keys["class_names"], path)
+            if names.ndim != 1:
+                raise DataError(
+                    f"{path}: 'class_names' must be a 1-D array of K names. Found shape "
+                    f"{names.shape}."
+                )
+            class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
+        sample_ids = None
+        if "sample_ids" in keys:
+            sample_ids = _get(archive, keys["sample_ids"], path)
+    if np.ndim(labels) >= 1 and len(labels) != len(images):
+        raise DataError(
+            f"{path}: image and label counts differ: '{pair[0]}' has {len(images)} images but "
+            f"'{pair[1]}' has {len(labels)} labels. Expected one label per image."
+        )
+    return build_dataset(
+        images,
+        labels,
+        class_names,
+        source=source,
+        fmt="npz",
+        meta=meta,
+        sample_ids=sample_ids,
+        columns=columns,
+    )
+
+
+def _get(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise _needs_pickle(path, key) from exc
+        raise DataError(f"{path}: array '{key}' could not be read ({exc}).") from exc
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+        raise DataError(
+            f"{path}: array '{key}' could not be read; the archive is truncated or corrupt ({exc})."
+        ) from exc
+
+
+def _needs_pickle(path: Path, key: str | None) -> DataError:
+    what = f"array '{key}'" if key else "the file"
+    return DataError(
+        f"{path}: {what} can only be loaded with pickle (an object array or pickled Python "
+        f"data), and assay never unpickles input because that can run arbitrary code. "
+        f"Expected plain numeric arrays; save them with np.savez(images=..., labels=...) "
+        f"from numeric numpy arrays."
+    )
+
+
+def _as_images(arr: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """Bring ``(N, D)``, ``(N, H, W)`` or ``(N, H, W, C)`` to (N, H, W[, C]), dropping C=1."""
+    if arr.ndim == 2:
+        side = math.isqrt(arr.shape[1])
+        if side * side != arr.shape[1] or side == 0:
+            raise DataError(
+                f"{path}: '{key}' holds flat images of {arr.shape[1]} values, which is not a "
+                f"square number; expected (N, H, W), (N, H, W, C), or (N, H*H) for square "
+                f"images."
+            )
+        return arr.reshape(arr.shape[0], side, side)
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        return arr[..., 0]
+    if arr.ndim not in (3, 4):
+        raise DataError(
+            f"{path}: '{key}' must hold images of shape (N, H, W) or (N, H, W, C). Found "
+            f"shape {arr.shape}."
+        )
+    return arr

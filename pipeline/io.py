@@ -1,0 +1,355 @@
+"""Load labelled image datasets in every supported format; save the canonical format.
+
+Data specs accepted by :func:`load`
+-----------------------------------
+``digits``
+    scikit-learn's bundled handwritten digits: 1,797 greyscale 8x8 images, 10 classes,
+    rescaled from 0..16 to 0..255 (``meta["original_range"] == [0, 16]``).
+``mnist``
+    the MNIST IDX folder at :func:`default_mnist_path`.
+a folder of IDX files
+    ``*-images-idx3-ubyte[.gz]`` + ``*-labels-idx1-ubyte[.gz]`` (gzip or not); several
+    pairs (``train`` + ``t10k``) are concatenated with a ``split`` column. A path to one of
+    the files loads just that pair.
+a ``.npz`` file
+    keys ``images``/``labels``, ``x``/``y`` or Keras' ``x_train``/``y_train`` (+ ``x_test``
+    /``y_test``); see :mod:`pipeline.formats.npz`.
+a ``.csv`` file
+    ``label, pixel0 … pixelN`` rows of square greyscale images, header optional.
+an image folder
+    one sub-folder per class holding PNG/JPEG images; see
+    :mod:`pipeline.formats.image_folder`.
+a dataset folder written by :func:`save`
+    ``images.npy`` + ``manifest.parquet`` + ``dataset.json``.
+
+The names ``digits`` and ``mnist`` always mean the built-in datasets; write ``./digits`` to
+load a folder of that name. Whatever the format, the result is a validated
+:class:`~pipeline.dataset.Dataset` (uint8 images, int64 labels, class names, sample ids,
+meta with ``source`` and ``format``). Anything missing or malformed raises
+:class:`~pipeline.errors.DataError` with a message that names the file and says what was
+expected and what was found.
+
+The canonical format
+--------------------
+::
+
+    <folder>/
+      images.npy        uint8 (N, H, W) or (N, H, W, C), C-contiguous
+      manifest.parquet  sample_id, label, + every per-sample column, one row per image
+      dataset.json      schema_version, class names, shape, counts, source, meta,
+                        content_hash (see Dataset.content_hash)
+
+Written atomically: built in a temporary sibling folder and renamed into place.
+``images.npy`` is memory-mapped copy-on-write on load, so opening a large dataset costs
+almost nothing until pixels are touched, and the arrays stay writable without changing
+the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.atomic import atomic_dir, write_json
+from pipeline.dataset import Dataset
+from pipeline.errors import DataError
+from pipeline.formats import idx
+from pipeline.formats.common import DataWarning, build_dataset, check_labels
+from pipeline.formats.csv_file import read_csv
+from pipeline.formats.image_folder import read_image_folder
+from pipeline.formats.npz import read_npz
+
+__all__ = [
+    "FORMATS",
+    "SCHEMA_VERSION",
+    "DataWarning",
+    "default_mnist_path",
+    "detect_format",
+    "load",
+    "save",
+]
+
+SCHEMA_VERSION = 1
+FORMATS = ("digits", "idx", "npz", "csv", "image_folder", "assay")
+DATASET_FILES = ("images.npy", "manifest.parquet", "dataset.json")
+BUILTIN = ("digits", "mnist")
+
+_EXPECTED = (
+    "Expected 'digits', 'mnist', a folder of MNIST IDX files "
+    "(*-images-idx3-ubyte[.gz] + *-labels-idx1-ubyte[.gz]), an .npz file, a .csv file "
+    "('label, pixel0 … pixelN'), an image folder with one sub-folder per class, or a "
+    "dataset folder written by assay (images.npy + manifest.parquet + dataset.json)."
+)
+
+
+def default_mnist_path() -> Path:
+    """The MNIST IDX folder: ``$ASSAY_MNIST``, else ``<repo root>/../shared/data/mnist``.
+
+    The path is returned whether or not it exists.
+    """
+    env = os.environ.get("ASSAY_MNIST")
+    if env:
+        return Path(env).expanduser()
+    repo_root = Path(__file__).resolve().parents[1]
+    return repo_root.parent / "shared" / "data" / "mnist"
+
+
+def detect_format(spec: str | os.PathLike[str]) -> str:
+    """The format :func:`load` would use for ``spec``, one of :data:`FORMATS`.
+
+    Raises
+    ------
+    DataError
+        The path does not exist, or is not in any supported format.
+    """
+    text = os.fspath(spec)
+    if text == "digits":
+        return "digits"
+    path = default_mnist_path() if text == "mnist" else Path(text).expanduser()
+    if not path.exists():
+        if text == "mnist":
+            raise DataError(
+                f"{path}: the MNIST folder was not found. Point the ASSAY_MNIST environment "
+                f"variable at a folder holding t10k-images-idx3-ubyte.gz and "
+                f"t10k-labels-idx1-ubyte.gz, or pass the folder's path."
+            )
+        raise DataError(f"{path}: no such file or folder. {_EXPECTED}")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".npz":
+            return "npz"
+        if suffix == ".csv":
+            return "csv"
+        if idx.is_idx_name(path.name):
+            return "idx"
+        if path.name in DATASET_FILES:
+            return "assay"
+        kind = f"a '{suffix}' file" if suffix else "a file without a suffix"
+        raise DataError(f"{path}: unknown data format ({kind}). {_EXPECTED}")
+    if not path.is_dir():
+        raise DataError(f"{path}: neither a regular file nor a folder. {_EXPECTED}")
+    if (path / "dataset.json").exists():
+        return "assay"
+    if (path / "run.json").exists() and (path / "dataset").is_dir():
+        raise DataError(
+            f"{path}: this is an assay run folder, not a dataset. Expected a dataset folder; "
+            f"pass {path / 'dataset'} (the ingested data) or {path / 'cleaned'} (the cleaned "
+            f"data)."
+        )
+    children = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if not children:
+        raise DataError(f"{path}: the folder is empty, so the dataset is empty. {_EXPECTED}")
+    if any(idx.is_idx_name(p.name) for p in children if p.is_file()):
+        return "idx"
+    if any(p.is_dir() for p in children):
+        return "image_folder"
+    raise DataError(
+        f"{path}: unknown data format: the folder holds files "
+        f"({', '.join(sorted(p.name for p in children)[:5])}{', …' if len(children) > 5 else ''})"
+        f" but no IDX files, no dataset.json and no class sub-folders. {_EXPECTED}"
+    )
+
+
+def load(spec: str | os.PathLike[str], *, strict: bool = False) -> Dataset:
+    """Load a labelled image dataset from a data spec.
+
+    Parameters
+    ----------
+    spec : str or path
+        ``"digits"``, ``"mnist"``, or a path to an IDX folder, ``.npz``, ``.csv``, image
+        folder or assay dataset folder (see the module docstring).
+    strict : bool, default False
+        Refuse, instead of skipping with a :class:`DataWarning`, files in an image folder
+        that are not readable images; for an assay dataset folder, also recompute the
+        content hash and refuse the folder when it differs from ``dataset.json``.
+
+    Returns
+    -------
+    Dataset
+        ``images`` uint8 ``(N, H, W)`` or ``(N, H, W, C)``; ``labels`` int64 ``(N,)`` in
+        ``0..K-1``; ``class_names`` (K,); ``sample_ids`` int64 ``(N,)`` (the row index
+        unless the input carries ids); ``meta`` with at least ``source`` and ``format``.
+
+    Raises
+    ------
+    DataError
+        The spec names nothing that exists, an unknown format, or malformed data.
+    """
+    fmt = detect_format(spec)
+    text = os.fspath(spec)
+    if fmt == "digits":
+        return _load_digits()
+    path = default_mnist_path() if text == "mnist" else Path(text).expanduser()
+    if fmt == "idx":
+        if path.is_file():
+            pairs = [idx.partner_of(path)]
+        else:
+            pairs = idx.find_pairs(path)
+        return idx.read_idx_pairs(pairs, source=str(path))
+    if fmt == "npz":
+        return read_npz(path)
+    if fmt == "csv":
+        return read_csv(path)
+    if fmt == "image_folder":
+        return read_image_folder(path, strict=strict)
+    return _load_assay(path.parent if path.is_file() else path, strict=strict)
+
+
+def save(dataset: Dataset, path: str | os.PathLike[str]) -> Path:
+    """Write ``dataset`` in the canonical format, atomically, and return the folder.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Images ``(N, H, W[, C])`` uint8, labels, ids, per-sample columns and meta.
+    path : str or path
+        The dataset folder to write. An existing dataset folder there (one holding
+        ``dataset.json``) or an empty folder is replaced; any other existing folder or file
+        is left alone and a :class:`DataError` is raised.
+
+    Returns
+    -------
+    Path
+        ``path``, now holding ``images.npy``, ``manifest.parquet`` and ``dataset.json``.
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise DataError(f"{path}: expected a folder to write the dataset into; found a file.")
+        if (
+            any(not p.name.startswith(".") for p in path.iterdir())
+            and not (path / "dataset.json").exists()
+        ):
+            raise DataError(
+                f"{path}: refusing to replace a folder that is not an assay dataset (it holds "
+                f"files but no dataset.json). Expected a new path, an empty folder, or a "
+                f"dataset folder written by assay."
+            )
+    summary = dataset.summary()
+    manifest = dataset.manifest()
+    info: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "format": "assay",
+        "shape": [len(dataset), *dataset.image_shape],
+        "dtype": "uint8",
+        **summary,
+        "columns": {c: str(manifest[c].dtype) for c in manifest.columns},
+        "files": list(DATASET_FILES),
+        "source": dataset.meta.get("source"),
+        "source_format": dataset.meta.get("format"),
+        "meta": dataset.meta,
+    }
+    with atomic_dir(path) as tmp:
+        np.save(tmp / "images.npy", np.ascontiguousarray(dataset.images), allow_pickle=False)
+        manifest.to_parquet(tmp / "manifest.parquet", index=False)
+        write_json(tmp / "dataset.json", info)
+    return path
+
+
+# ---------------------------------------------------------------------- readers kept here
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    raw = np.asarray(bunch.images)  # (1797, 8, 8) float64 in 0..16
+    images = np.round(raw * 255.0 / 16.0).astype(np.uint8)
+    return build_dataset(
+        images,
+        np.asarray(bunch.target),
+        [str(c) for c in bunch.target_names],
+        source="sklearn.datasets.load_digits",
+        fmt="digits",
+        meta={
+            "original_range": [0, 16],
+            "original_dtype": str(raw.dtype),
+            "rescaled": "round(v * 255 / 16)",
+        },
+    )
+
+
+def _load_assay(folder: Path, *, strict: bool) -> Dataset:
+    source = str(folder)
+    missing = [name for name in DATASET_FILES if not (folder / name).is_file()]
+    if missing:
+        raise DataError(
+            f"{folder}: incomplete assay dataset folder: {', '.join(missing)} missing. "
+            f"Expected images.npy, manifest.parquet and dataset.json, as written by assay."
+        )
+    try:
+        info = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{folder / 'dataset.json'}: not valid JSON ({exc}).") from exc
+    if not isinstance(info, dict) or "class_names" not in info or "shape" not in info:
+        raise DataError(
+            f"{folder / 'dataset.json'}: expected an object with at least 'class_names' and "
+            f"'shape', as written by assay."
+        )
+    version = info.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise DataError(
+            f"{folder / 'dataset.json'}: dataset schema version {version!r} is newer than this "
+            f"assay understands (up to {SCHEMA_VERSION}); upgrade assay to read it."
+        )
+    try:
+        images = np.asarray(np.load(folder / "images.npy", mmap_mode="c", allow_pickle=False))
+    except ValueError as exc:
+        raise DataError(
+            f"{folder / 'images.npy'}: expected a uint8 .npy array of images ({exc})."
+        ) from exc
+    except OSError as exc:
+        raise DataError(f"{folder / 'images.npy'}: could not be read ({exc}).") from exc
+    if images.dtype != np.uint8 or list(images.shape) != list(info["shape"]):
+        raise DataError(
+            f"{folder / 'images.npy'}: expected uint8 images of shape {tuple(info['shape'])} "
+            f"as dataset.json says; found {images.dtype} of shape {images.shape}."
+        )
+    try:
+        manifest = pd.read_parquet(folder / "manifest.parquet")
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(
+            f"{folder / 'manifest.parquet'}: not a readable Parquet table ({exc})."
+        ) from exc
+    absent = [c for c in ("sample_id", "label") if c not in manifest.columns]
+    if absent or len(manifest) != images.shape[0]:
+        raise DataError(
+            f"{folder / 'manifest.parquet'}: expected {images.shape[0]} rows with columns "
+            f"sample_id and label; found {len(manifest)} rows with columns "
+            f"{list(manifest.columns)}."
+        )
+    labels, class_names = check_labels(
+        manifest["label"].to_numpy(),
+        images.shape[0],
+        [str(c) for c in info["class_names"]],
+        source=str(folder / "manifest.parquet"),
+    )
+    extra = manifest.drop(columns=["sample_id", "label"])
+    # The stored meta is kept as saved: it describes where the data came from.
+    dataset = Dataset.create(
+        images,
+        labels,
+        class_names,
+        sample_ids=manifest["sample_id"].to_numpy(),
+        meta=info.get("meta") or {},
+        columns=extra if len(extra.columns) else None,
+        source=source,
+    )
+    counts = info.get("class_counts")
+    found = dataset.class_counts().tolist()
+    if isinstance(counts, dict) and [int(v) for v in counts.values()] != found:
+        raise DataError(
+            f"{folder / 'manifest.parquet'}: the labels give class counts "
+            f"{found} but dataset.json records "
+            f"{list(counts.values())}; the folder was changed after assay wrote it."
+        )
+    if strict and info.get("content_hash") and dataset.content_hash() != info["content_hash"]:
+        raise DataError(
+            f"{folder}: content hash mismatch: dataset.json records {info['content_hash'][:12]}… "
+            f"but the files hash to {dataset.content_hash()[:12]}…; the folder was changed "
+            f"after assay wrote it."
+        )
+    return dataset
