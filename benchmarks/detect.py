@@ -1,0 +1,344 @@
+"""Detection quality on data whose dirt is known: one JSON line per scenario.
+
+Each scenario injects dirt into a clean dataset with :func:`pipeline.inject.inject`
+(seeded), runs the whole detection stage (:func:`pipeline.detect.run_detection`, every
+detector) and scores the result against :func:`pipeline.inject.ground_truth`:
+
+- label issues: precision / recall / F1 of ``is_label_issue`` against injected label
+  noise, over the samples that are either clean or only relabelled;
+- outliers: AUROC and AUPRC of ``outlier_score`` and of ``vae_score`` (lower score = more
+  outlying) against injected image corruptions + out-of-distribution images, over the
+  clean and corrupted samples; the same for every single source and every way of
+  combining them (:func:`pipeline.detect.combine.combine_outlier_scores`), and for two
+  baselines computed on the same data in the same run: scikit-learn's IsolationForest on
+  the raw pixels and cleanlab's kNN outlier score (``OutOfDistribution``) on the raw
+  pixels (``knn_outlier`` is cleanlab's kNN score on the classifier's features);
+- duplicates: recall of injected exact / near duplicates, and precision of the
+  duplicate flags (over the samples that are not corrupted: blank images duplicate one
+  another, and that is not counted as a mistake);
+- out-of-fold accuracy of the classifier (against the given and the true labels);
+- seconds: wall time of ``run_detection`` and the CPU seconds this process used.
+
+Usage::
+
+    python -m benchmarks.detect                         # every scenario
+    python -m benchmarks.detect digits-labels-10 mnist-clean
+    python -m benchmarks.detect --list
+    python -m benchmarks.detect --out results.jsonl mnist-corrupt-5
+
+MNIST scenarios need the MNIST test set (``pipeline.io.default_mnist_path()``, or the
+``ASSAY_MNIST`` environment variable) and are skipped with a note when it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    data: str  # "digits" or "mnist"
+    preset: str  # an injection preset of pipeline.inject.PRESETS
+    targets: dict[str, float]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("digits-labels-10", "digits", "labels-10", {"label_f1": 0.95}),
+        Scenario("digits-labels-30", "digits", "labels-30", {"label_f1": 0.95}),
+        Scenario(
+            "digits-duplicates-5",
+            "digits",
+            "duplicates-5",
+            {"exact_duplicate_recall": 1.0, "near_duplicate_recall": 0.95,
+             "near_duplicate_precision": 0.95},
+        ),  # fmt: skip
+        Scenario("digits-mixed-mild", "digits", "mixed-mild", {}),
+        Scenario("mnist-clean", "mnist", "none", {"oof_accuracy": 0.99, "seconds": 360}),
+        Scenario("mnist-labels-20", "mnist", "labels-20", {"label_f1": 0.95}),
+        Scenario("mnist-labels-50", "mnist", "labels-50", {"label_f1": 0.90}),
+        Scenario(
+            "mnist-corrupt-5",
+            "mnist",
+            "corrupt-5",
+            {"outlier_auroc": 0.99, "vae_auroc": 0.97},
+        ),
+        Scenario(
+            "mnist-duplicates-5",
+            "mnist",
+            "duplicates-5",
+            {"exact_duplicate_recall": 1.0, "near_duplicate_recall": 0.95,
+             "near_duplicate_precision": 0.95},
+        ),  # fmt: skip
+    )
+}
+
+
+# ----------------------------------------------------------------------------- metrics
+def prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 of boolean ``pred`` against boolean ``truth`` ``(N,)``."""
+    pred = np.asarray(pred, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    tp = int(np.sum(pred & truth))
+    precision = tp / max(int(pred.sum()), 1)
+    recall = tp / max(int(truth.sum()), 1)
+    f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+    return {
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+        "n_flagged": int(pred.sum()),
+        "n_true": int(truth.sum()),
+    }
+
+
+def ranking(score: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """AUROC and AUPRC of ``score`` (lower = more likely positive) against ``truth``."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    truth = np.asarray(truth, dtype=bool)
+    if truth.all() or not truth.any():
+        return {"auroc": float("nan"), "auprc": float("nan")}
+    s = -np.asarray(score, dtype=np.float64)
+    return {
+        "auroc": round(float(roc_auc_score(truth, s)), 4),
+        "auprc": round(float(average_precision_score(truth, s)), 4),
+    }
+
+
+FILTERS = (
+    "prune_by_noise_rate",
+    "prune_by_class",
+    "both",
+    "confident_learning",
+    "predicted_neq_given",
+    "low_normalized_margin",
+    "low_self_confidence",
+)
+
+
+def label_rules(
+    labels: np.ndarray, pred_probs: np.ndarray, mask: np.ndarray, noisy: np.ndarray
+) -> dict[str, float]:
+    """F1 of cleanlab's ``find_label_issues`` with every ``filter_by`` rule, on the same
+    out-of-fold ``pred_probs`` (evaluated over ``mask``)."""
+    from pipeline.detect.label import label_issues
+
+    return {
+        rule: prf(label_issues(labels, pred_probs, filter_by=rule)["is_issue"][mask], noisy)["f1"]
+        for rule in FILTERS
+    }
+
+
+def baselines(images: np.ndarray, *, seed: int) -> dict[str, np.ndarray]:
+    """Outlier scores (lower = more outlying) of the baselines on the raw pixels."""
+    from cleanlab.outlier import OutOfDistribution
+    from sklearn.ensemble import IsolationForest
+
+    x = images.reshape(len(images), -1).astype(np.float32) / 255.0
+    iso = IsolationForest(n_estimators=200, random_state=seed).fit(x)
+    ood = OutOfDistribution().fit_score(features=x)
+    return {"isolation_forest_pixels": iso.score_samples(x), "cleanlab_knn_pixels": ood}
+
+
+def evaluate(
+    dataset: Any, issues: pd.DataFrame, result: Any, *, seed: int = 0, with_baselines: bool = True
+) -> dict[str, Any]:
+    """Every metric of the module docstring for one detection run."""
+    from pipeline.detect.combine import COMBINATIONS, OUTLIER_SOURCES, combine_outlier_scores
+    from pipeline.inject import CORRUPTED_KINDS, ground_truth
+
+    gt = ground_truth(dataset)
+    kind = gt["injected"].to_numpy()
+    out: dict[str, Any] = {"n": len(dataset), "injected": gt["injected"].value_counts().to_dict()}
+
+    oof = result.oof
+    if oof is not None:
+        true = gt["true_label"].to_numpy()
+        known = true >= 0
+        out["oof_accuracy"] = round(float(oof.accuracy), 4)
+        out["oof_accuracy_true_labels"] = round(
+            float(np.mean(oof.pred_probs[known].argmax(1) == true[known])), 4
+        )
+        out["classifier"] = oof.model
+
+    label_mask = np.isin(kind, ["clean", "label_noise"])
+    if np.any(kind == "label_noise"):
+        noisy = (kind == "label_noise")[label_mask]
+        m = prf(issues["is_label_issue"].to_numpy()[label_mask], noisy)
+        out.update({f"label_{k}": v for k, v in m.items()})
+        if oof is not None:
+            rules = label_rules(dataset.labels, oof.pred_probs, label_mask, noisy)
+            out["label_f1_by_filter"] = rules
+
+    corrupted = np.isin(kind, list(CORRUPTED_KINDS))
+    if corrupted.any():
+        mask = corrupted | (kind == "clean")
+        truth = corrupted[mask]
+        for col in ("outlier_score", "vae_score", "knn_outlier_score", "image_property_score"):
+            if col in issues:
+                r = ranking(issues[col].to_numpy()[mask], truth)
+                out.update({f"{col.removesuffix('_score')}_{k}": v for k, v in r.items()})
+        flags = prf(issues["is_outlier"].to_numpy()[mask], truth)
+        out.update({f"is_outlier_{k}": v for k, v in flags.items()})
+        out["outlier_flags_by_source"] = {
+            s: prf(issues[f"is_{s}_issue"].to_numpy()[mask], truth)
+            for s in OUTLIER_SOURCES
+            if f"is_{s}_issue" in issues
+        }
+        sources = {
+            s: issues[f"{s}_score"].to_numpy() for s in OUTLIER_SOURCES if f"{s}_score" in issues
+        }
+        out["combinations"] = {
+            method: ranking(combine_outlier_scores(sources, method=method)[mask], truth)
+            for method in COMBINATIONS
+        }
+        if with_baselines:
+            base = baselines(dataset.images, seed=seed)
+            out["baselines"] = {name: ranking(s[mask], truth) for name, s in base.items()}
+        out["outlier_recall_by_kind"] = {
+            k: round(float(issues["is_outlier"].to_numpy()[kind == k].mean()), 4)
+            for k in sorted(set(kind[corrupted]))
+        }
+
+    dup_kinds = {"exact_duplicate": "is_exact_duplicate", "near_duplicate": "is_near_duplicate"}
+    if np.isin(kind, list(dup_kinds)).any():
+        flagged = issues["is_exact_duplicate"].to_numpy() | issues["is_near_duplicate"].to_numpy()
+        injected = np.isin(kind, list(dup_kinds))
+        # Corrupted images that copy one another (blank ones) are not held against precision.
+        not_corrupted = ~corrupted
+        for k, col in dup_kinds.items():
+            mine = issues[col].to_numpy()
+            out[f"{k}_recall"] = round(float(flagged[kind == k].mean()), 4)
+            out[f"{k}_recall_as_{k}"] = round(float(mine[kind == k].mean()), 4)
+            sel = mine & not_corrupted
+            prec = float(np.mean(kind[sel] == k)) if sel.any() else 1.0
+            out[f"{k}_precision"] = round(prec, 4)
+        sel = flagged & not_corrupted
+        prec = float(injected[sel].mean()) if sel.any() else 1.0
+        out["duplicate_precision"] = round(prec, 4)
+        src = gt["duplicate_source"].to_numpy()
+        ok = issues["duplicate_of"].to_numpy()[injected] == src[injected]
+        out["duplicate_of_correct"] = round(float(ok.mean()), 4)
+    out["is_dirty_count"] = int(issues["is_dirty"].sum())
+    out["flag_counts"] = {
+        c: int(issues[c].sum()) for c in issues.columns if c.startswith("is_") and c != "is_dirty"
+    }
+    return out
+
+
+# ----------------------------------------------------------------------------- running
+def _load(data: str):
+    from pipeline import io
+
+    if data == "digits":
+        return io.load("digits")
+    path = io.default_mnist_path()
+    if not (path.is_dir() and any(path.glob("t10k-images-idx3-ubyte*"))):
+        return None
+    return io.load(str(path))
+
+
+def run_scenario(
+    scenario: Scenario, *, seed: int = 0, progress: bool = False, keep: Path | None = None
+) -> dict[str, Any]:
+    """Inject, detect, evaluate; the scenario's JSON record. With ``keep``, the detection
+    outputs and the out-of-fold predictions are kept in ``keep/<scenario>/``."""
+    from pipeline.detect import run_detection
+    from pipeline.inject import inject
+
+    clean = _load(scenario.data)
+    if clean is None:
+        return {"scenario": scenario.name, "skipped": "MNIST test set not found"}
+    dirty = inject(clean, scenario.preset, seed=seed)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(tmp) if keep is None else keep / scenario.name
+        result = run_detection(dirty, out_dir=out_dir, seed=seed, progress=progress)
+    seconds = time.perf_counter() - t0
+    if keep is not None and result.oof is not None:
+        np.savez_compressed(
+            keep / scenario.name / "oof.npz",
+            pred_probs=result.oof.pred_probs,
+            features=result.oof.ensemble_embeddings,
+            labels=dirty.labels,
+            true_labels=dirty.columns["true_label"].to_numpy(),
+            injected=dirty.columns["injected"].to_numpy().astype(str),
+        )
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    record: dict[str, Any] = {"scenario": scenario.name, "data": scenario.data,
+                              "preset": scenario.preset, "seed": seed}  # fmt: skip
+    record.update(evaluate(dirty, result.issues, result, seed=seed))
+    record["seconds"] = round(seconds, 1)
+    record["cpu_seconds"] = round(
+        (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), 1
+    )
+    record["timings"] = result.summary["timings"]
+    record["errors"] = result.summary["errors"]
+    record["skipped"] = result.summary["skipped"]
+    record["targets"] = {
+        key: {"target": target, "met": _met(key, record.get(key), target)}
+        for key, target in scenario.targets.items()
+    }
+    return record
+
+
+def _met(key: str, value: Any, target: float) -> bool | None:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return None
+    return bool(value <= target) if key == "seconds" else bool(value >= target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--progress", action="store_true", help="print detection progress")
+    parser.add_argument("--keep", type=Path, help="keep each scenario's outputs in this folder")
+    args = parser.parse_args(argv)
+    if args.list:
+        for s in SCENARIOS.values():
+            print(f"{s.name:24s} {s.data:7s} {s.preset:14s} targets {s.targets}")
+        return 0
+    names = args.scenarios or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
+    for name in names:
+        record = run_scenario(
+            SCENARIOS[name], seed=args.seed, progress=args.progress, keep=args.keep
+        )
+        line = json.dumps(record, default=_json_default)
+        print(line, flush=True)
+        if args.out is not None:
+            with args.out.open("a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+    return 0
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

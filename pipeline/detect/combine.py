@@ -1,0 +1,304 @@
+"""Merge every detector's result into one table, one row per sample: ``issues.parquet``.
+
+Columns
+-------
+sample_id                   int64   the dataset's ids, in dataset order
+given_label                 int64   the label as given
+suggested_label             int64   the classifier's most probable class (given label
+                                    when the classifier did not run)
+suggested_label_confidence  float   its out-of-fold probability
+label_score                 float   cleanlab label quality (lower = more likely wrong)
+is_label_issue              bool
+outlier_score               float   the project's single "does not belong here" ranking
+                                    (see :func:`combine_outlier_scores`)
+is_outlier                  bool    flagged by any of the out-of-distribution detectors:
+                                    Datalab kNN outlier, VAE, image properties
+vae_score, is_vae_issue             the VAE detector's
+is_exact_duplicate          bool    a byte-identical copy of an earlier sample
+is_near_duplicate           bool    nearly identical to an earlier sample (not exact)
+duplicate_of                int64   ``sample_id`` of the first member of the sample's
+                                    duplicate group (exact and near merged); -1 if none
+is_dirty                    bool    any per-sample issue above
+reasons                     str     the issues in plain words, ``"; "``-joined ("" if clean)
+
+plus ``is_<name>_issue`` / ``<name>_score`` (and any extra columns) of every further
+detector: ``knn_outlier``, ``image_property``, ``non_iid``, ``class_imbalance``, …
+
+Non-iid ordering and class imbalance describe the dataset rather than a sample (a sample
+of a rare class is not dirty), so they are kept as columns and counted in the summary but
+do not make a sample dirty.
+
+A detector that did not run (error, unavailable) leaves its flag False and its score 1
+("no evidence"); the summary says which detectors did not run and why.
+
+Outlier score
+-------------
+Three detectors measure "does not belong": Datalab's kNN distance in the classifier's
+feature space (semantic: a shape no class has), the VAE's reconstruction error (pixel
+statistics: noise, blur, inversion, textures) and the image properties (blank, dark,
+noisy…). They fail on different images, so ``outlier_score`` combines them. Each score is
+first turned into its rank among the dataset's samples (ties share their mean rank),
+divided by ``N``, which puts the three on one scale whatever their raw distributions. The
+default combination, ``"rank_min"``, is the smallest of those ranks: an image extreme for
+any one detector ranks low. ``benchmarks/detect.py`` measures the alternatives on every
+scenario with corruptions; on MNIST with 5 % corrupted and out-of-distribution images
+(seed 0) the AUROC was 0.994 for ``"rank_min"``, 0.974 for ``"rank_mean"`` (an image
+that only one detector sees is averaged away), 0.967 for ``"min"`` on raw scores (the
+scores' scales differ), 0.989 for the VAE alone, 0.954 for image properties alone and
+0.849 for Datalab's kNN score alone; IsolationForest on the pixels reached 0.950.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from pipeline.dataset import Dataset
+from pipeline.detect.base import DetectorResult
+from pipeline.detect.datalab import groups_from_pairs
+
+__all__ = [
+    "combine",
+    "combine_outlier_scores",
+    "OUTLIER_SOURCES",
+    "DATASET_LEVEL",
+    "COMBINATIONS",
+    "ISSUE_COLUMNS",
+]
+
+#: Detectors whose scores make up ``outlier_score`` (and whose flags make ``is_outlier``).
+OUTLIER_SOURCES = ("knn_outlier", "vae", "image_property")
+#: Detectors that describe the dataset, not a sample: not part of ``is_dirty``.
+DATASET_LEVEL = ("non_iid", "class_imbalance")
+#: Ways of combining the outlier sources.
+COMBINATIONS = ("rank_min", "rank_mean", "min")
+
+#: The columns every ``issues.parquet`` starts with, in order.
+ISSUE_COLUMNS = (
+    "sample_id",
+    "given_label",
+    "suggested_label",
+    "suggested_label_confidence",
+    "label_score",
+    "is_label_issue",
+    "outlier_score",
+    "is_outlier",
+    "vae_score",
+    "is_vae_issue",
+    "is_exact_duplicate",
+    "is_near_duplicate",
+    "duplicate_of",
+    "is_dirty",
+    "reasons",
+)
+
+
+def _ranks(score: np.ndarray) -> np.ndarray:
+    """Mean rank of each score divided by N: in (0, 1], low scores -> low ranks."""
+    return rankdata(score, method="average") / score.size
+
+
+def combine_outlier_scores(
+    scores: dict[str, np.ndarray], *, method: str = "rank_min"
+) -> np.ndarray:
+    """One outlier ranking from several detectors' scores.
+
+    Parameters
+    ----------
+    scores : dict of str to ndarray
+        Name -> float ``(N,)`` score in [0, 1], lower = more likely an outlier.
+    method : {"rank_min", "rank_mean", "min"}, keyword-only
+        ``"rank_min"``: the smallest per-detector rank / N; ``"rank_mean"``: the mean rank
+        / N; ``"min"``: the smallest raw score.
+
+    Returns
+    -------
+    ndarray
+        float64 ``(N,)`` in [0, 1], lower = more likely an outlier. All ones when
+        ``scores`` is empty.
+    """
+    if method not in COMBINATIONS:
+        raise ValueError(f"`method` must be one of {COMBINATIONS}. Got {method!r} instead.")
+    arrays = [np.asarray(s, dtype=np.float64) for s in scores.values()]
+    if not arrays:
+        return np.ones(0)
+    stack = np.vstack(arrays)
+    if method == "min":
+        out = stack.min(axis=0)
+    else:
+        ranks = np.vstack([_ranks(s) for s in stack])
+        out = ranks.min(axis=0) if method == "rank_min" else ranks.mean(axis=0)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _column(results: dict[str, DetectorResult], name: str, col: str, default: Any, n: int):
+    res = results.get(name)
+    if res is not None and col in res.table.columns:
+        return res.table[col].to_numpy()
+    return np.full(n, default)
+
+
+def combine(
+    dataset: Dataset,
+    results: dict[str, DetectorResult],
+    *,
+    outlier_method: str = "rank_min",
+) -> pd.DataFrame:
+    """Merge detector results into the ``issues.parquet`` table.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        ``N`` samples, ``K`` classes.
+    results : dict of str to DetectorResult
+        Results of the detectors that ran (each already checked against
+        ``dataset.sample_ids``).
+    outlier_method : str, keyword-only
+        See :func:`combine_outlier_scores`.
+
+    Returns
+    -------
+    DataFrame
+        ``N`` rows in dataset order: :data:`ISSUE_COLUMNS`, then every further detector's
+        columns (see the module docstring).
+    """
+    n = len(dataset)
+    ids = dataset.sample_ids
+    names = dataset.class_names
+    given = dataset.labels.astype(np.int64)
+
+    suggested = _column(results, "label", "suggested_label", -1, n).astype(np.int64)
+    suggested = np.where(suggested < 0, given, suggested)
+    confidence = _column(results, "label", "suggested_label_confidence", np.nan, n)
+    label_score = _column(results, "label", "label_score", 1.0, n).astype(np.float64)
+    is_label = _column(results, "label", "is_label_issue", False, n).astype(bool)
+
+    sources = {
+        name: results[name].table[results[name].score_column].to_numpy(dtype=np.float64)
+        for name in OUTLIER_SOURCES
+        if name in results
+    }
+    outlier_score = (
+        combine_outlier_scores(sources, method=outlier_method) if sources else np.ones(n)
+    )
+    flags = {
+        name: results[name].table[results[name].flag_column].to_numpy(dtype=bool)
+        for name in OUTLIER_SOURCES
+        if name in results
+    }
+    is_outlier = np.logical_or.reduce(list(flags.values())) if flags else np.zeros(n, bool)
+    vae_score = _column(results, "vae", "vae_score", 1.0, n).astype(np.float64)
+    is_vae = _column(results, "vae", "is_vae_issue", False, n).astype(bool)
+
+    # Duplicates: exact groups and near-duplicate groups merged; the first member in
+    # dataset order is the original.
+    pos = {int(s): i for i, s in enumerate(ids)}
+    exact_of = _column(results, "exact_duplicate", "exact_duplicate_of", -1, n).astype(np.int64)
+    near_of = _column(results, "near_duplicate", "near_duplicate_of", -1, n).astype(np.int64)
+    pairs = [(i, pos[int(o)]) for i, o in enumerate(exact_of) if o >= 0]
+    pairs += [(i, pos[int(o)]) for i, o in enumerate(near_of) if o >= 0]
+    root = groups_from_pairs(n, pairs)
+    later = root != np.arange(n)
+    duplicate_of = np.where(later, ids[root], -1).astype(np.int64)
+    is_exact = exact_of >= 0
+    is_near = later & ~is_exact
+
+    frame = pd.DataFrame(
+        {
+            "sample_id": ids.astype(np.int64),
+            "given_label": given,
+            "suggested_label": suggested,
+            "suggested_label_confidence": confidence.astype(np.float64),
+            "label_score": label_score,
+            "is_label_issue": is_label,
+            "outlier_score": outlier_score,
+            "is_outlier": is_outlier,
+            "vae_score": vae_score,
+            "is_vae_issue": is_vae,
+            "is_exact_duplicate": is_exact,
+            "is_near_duplicate": is_near,
+            "duplicate_of": duplicate_of,
+        }
+    )
+
+    # Further detectors: their flag/score pair and extra columns, in registry order.
+    taken = set(frame.columns) | {"is_dirty", "reasons"}
+    own = {
+        "label": {"is_label_issue", "label_score", "suggested_label", "suggested_label_confidence"},
+        "vae": {"is_vae_issue", "vae_score"},
+        "exact_duplicate": {"exact_duplicate_of"},
+        "near_duplicate": {"near_duplicate_of"},
+    }
+    extra_flags: list[str] = []
+    for name, res in results.items():
+        for col in res.table.columns:
+            if col == "sample_id" or col in own.get(name, set()):
+                continue
+            target = col if col not in taken else f"{name}__{col}"
+            frame[target] = res.table[col].to_numpy()
+            taken.add(target)
+        if name not in ("label", "vae") and name not in DATASET_LEVEL:
+            extra_flags.append(res.flag_column)
+
+    dirty = is_label | is_outlier | is_vae | is_exact | is_near
+    for col in extra_flags:
+        dirty |= frame[col].to_numpy(dtype=bool)
+    frame["is_dirty"] = dirty
+    frame["reasons"] = _reasons(frame, results, names, extra_flags)
+    rest = [c for c in frame.columns if c not in ISSUE_COLUMNS]
+    return frame[list(ISSUE_COLUMNS) + rest]
+
+
+def _reasons(
+    frame: pd.DataFrame,
+    results: dict[str, DetectorResult],
+    class_names: tuple[str, ...],
+    extra_flags: list[str],
+) -> np.ndarray:
+    n = len(frame)
+    parts: list[list[str]] = [[] for _ in range(n)]
+
+    def add(mask: np.ndarray, text: Any) -> None:
+        for i in np.flatnonzero(mask):
+            parts[i].append(text(i) if callable(text) else text)
+
+    given = frame["given_label"].to_numpy()
+    sugg = frame["suggested_label"].to_numpy()
+    add(
+        frame["is_label_issue"].to_numpy(),
+        lambda i: f"label issue (given {class_names[given[i]]}, "
+        f"likely {class_names[sugg[i]]})",
+    )
+    knn = frame.get("is_knn_outlier_issue")
+    if knn is not None:
+        add(knn.to_numpy(dtype=bool), "outlier in feature space")
+    add(frame["is_vae_issue"].to_numpy(), "poorly reconstructed by the VAE")
+    if "is_image_property_issue" in frame:
+        kinds = (
+            frame["image_property_kind"].astype(str).to_numpy()
+            if "image_property_kind" in frame
+            else np.full(n, "")
+        )
+        add(
+            frame["is_image_property_issue"].to_numpy(dtype=bool),
+            lambda i: f"image property: {kinds[i].replace('_', ' ')}"
+            if kinds[i]
+            else "image property",
+        )
+    dup = frame["duplicate_of"].to_numpy()
+    add(frame["is_exact_duplicate"].to_numpy(), lambda i: f"exact duplicate of {dup[i]}")
+    add(frame["is_near_duplicate"].to_numpy(), lambda i: f"near duplicate of {dup[i]}")
+    handled = {
+        "is_knn_outlier_issue",
+        "is_image_property_issue",
+        "is_exact_duplicate_issue",
+        "is_near_duplicate_issue",
+    }
+    for col in extra_flags:
+        if col not in handled:
+            words = col.removeprefix("is_").removesuffix("_issue").replace("_", " ")
+            add(frame[col].to_numpy(dtype=bool), words)
+    return np.array(["; ".join(p) for p in parts], dtype=object)

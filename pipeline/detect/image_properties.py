@@ -1,0 +1,258 @@
+"""Image-property issues: blank, too dark, too light, low information, extreme noise, blur.
+
+Each image is measured with a few whole-array numpy operations (no Python loop over
+samples), on its grey level (the channel mean for colour images):
+
+===============  ==========================================  ===========================
+property         measure                                      issue when
+===============  ==========================================  ===========================
+blank            standard deviation of the pixels             below ``blank_std`` grey
+                                                              levels (absolute floor)
+dark / light     mean grey level                              robust z below ``-k`` /
+                                                              above ``+k``
+low_information  Shannon entropy of the 256-bin histogram     robust z below ``-k``
+noisy            mean absolute 4-neighbour Laplacian          robust z above ``+k``
+                 (high-frequency energy)
+blurry           log of that energy over the pixel standard   robust z below ``-k``
+                 deviation (sharpness, contrast-free)
+===============  ==========================================  ===========================
+
+The robust z of a measure ``m`` is ``(m - median) / (1.4826 * MAD)``, both taken over the
+dataset itself, so "dark" means dark for *this* dataset (every MNIST digit is mostly black;
+only one far darker than the others is an issue). The scale has a floor per measure so a
+dataset whose images are nearly identical does not turn tiny differences into issues.
+
+Scores follow the project's convention (in [0, 1], lower = more likely an issue). For each
+property with a directed robust z ``d`` (positive towards the issue) the score is
+``2 ** (-max(d, 0) / k)``: 1 for a typical image, exactly 0.5 at the threshold, so an image
+is flagged if and only if its score is below 0.5. A blank image scores
+``0.5 * std / blank_std`` (0 for a constant image). The sample's score is the lowest of its
+property scores and ``image_property_kind`` names that property ("" when not flagged).
+
+Aspect ratio and size are not checked per sample: a :class:`~pipeline.dataset.Dataset`
+holds one array of shape ``(N, H, W[, C])``, so every image has the same shape.
+
+Why not cleanvision: cleanvision's ``Imagelab`` takes a folder of files, a Hugging Face or
+torchvision dataset, and computes its properties one PIL image at a time in Python, which
+is slow for tens of thousands of samples; it is not installed in the project environment
+and would add a dependency with pinned versions of its own. The handful of properties
+above are a few vectorised lines each, and their thresholds are relative to the dataset
+(cleanvision's defaults are absolute and would call every MNIST digit "dark").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.detect.base import DetectorResult, register
+
+__all__ = ["image_property_measures", "score_image_properties", "detect_image_property"]
+
+KINDS = ("blank", "dark", "light", "low_information", "noisy", "blurry")
+
+#: Smallest scale (1.4826 * MAD) allowed per measure, in the measure's units.
+_SCALE_FLOOR = {"brightness": 2.0, "entropy": 0.05, "hf_energy": 1.0, "sharpness": 0.02}
+
+
+def _grey(images: np.ndarray) -> np.ndarray:
+    """uint8 ``(N, H, W[, C])`` -> float32 ``(N, H, W)`` grey levels in 0..255."""
+    images = np.asarray(images)
+    if images.ndim == 4:
+        return images.mean(axis=3, dtype=np.float32)
+    if images.ndim == 3:
+        return images.astype(np.float32)
+    raise ValueError(
+        f"`images` must have shape (N, H, W) or (N, H, W, C). Got {images.shape} instead."
+    )
+
+
+def image_property_measures(images: np.ndarray, *, chunk: int = 8192) -> pd.DataFrame:
+    """Per-image measures used by :func:`score_image_properties`.
+
+    Parameters
+    ----------
+    images : ndarray of uint8, shape (N, H, W) or (N, H, W, C)
+    chunk : int, keyword-only
+        Images processed per vectorised step (bounds the memory used).
+
+    Returns
+    -------
+    DataFrame with N rows and float columns
+        ``brightness`` (mean grey, 0..255), ``std`` (grey standard deviation),
+        ``entropy`` (bits, 0..8, of the 256-bin grey histogram), ``hf_energy`` (mean
+        absolute 4-neighbour Laplacian, grey levels; edges replicated) and ``sharpness``
+        (``log((hf_energy + 1) / (std + 1))``).
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"`images` must be uint8 (0..255). Got {images.dtype} instead.")
+    if images.ndim not in (3, 4) or images.shape[0] == 0:
+        raise ValueError(
+            "`images` must be a non-empty array of shape (N, H, W) or (N, H, W, C). "
+            f"Got shape {images.shape} instead."
+        )
+    if chunk < 1:
+        raise ValueError(f"`chunk` must be >= 1. Got {chunk} instead.")
+    n = images.shape[0]
+    out = {k: np.empty(n, dtype=np.float64) for k in ("brightness", "std", "entropy", "hf_energy")}
+    for lo in range(0, n, chunk):
+        g = _grey(images[lo : lo + chunk])  # (B, H, W)
+        b, h, w = g.shape
+        flat = g.reshape(b, -1)  # (B, H*W)
+        out["brightness"][lo : lo + b] = flat.mean(axis=1)
+        out["std"][lo : lo + b] = flat.std(axis=1)
+
+        levels = np.clip(np.rint(flat), 0, 255).astype(np.int64)  # (B, H*W)
+        offsets = (np.arange(b, dtype=np.int64) * 256)[:, None]
+        hist = np.bincount((levels + offsets).ravel(), minlength=b * 256).reshape(b, 256)
+        p = hist / float(h * w)  # (B, 256)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)
+        out["entropy"][lo : lo + b] = ent
+
+        pad = np.pad(g, ((0, 0), (1, 1), (1, 1)), mode="edge")  # (B, H+2, W+2)
+        lap = (
+            4.0 * pad[:, 1:-1, 1:-1]
+            - pad[:, :-2, 1:-1]
+            - pad[:, 2:, 1:-1]
+            - pad[:, 1:-1, :-2]
+            - pad[:, 1:-1, 2:]
+        )  # (B, H, W)
+        out["hf_energy"][lo : lo + b] = np.abs(lap).reshape(b, -1).mean(axis=1)
+    out["sharpness"] = np.log((out["hf_energy"] + 1.0) / (out["std"] + 1.0))
+    return pd.DataFrame(out)
+
+
+def _robust_z(values: np.ndarray, floor: float) -> tuple[np.ndarray, float, float]:
+    """``(z, median, scale)`` with ``scale = max(1.4826 * MAD, floor)``."""
+    med = float(np.median(values))
+    scale = max(1.4826 * float(np.median(np.abs(values - med))), floor)
+    return (values - med) / scale, med, scale
+
+
+def score_image_properties(
+    images: np.ndarray,
+    *,
+    k: float = 5.0,
+    blank_std: float = 2.0,
+    reference: dict[str, dict[str, float]] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Score every image for each property; flag the ones past a robust threshold.
+
+    Parameters
+    ----------
+    images : ndarray of uint8, shape (N, H, W) or (N, H, W, C)
+    k : float, keyword-only
+        Threshold in robust standard deviations (median/MAD) for the relative properties.
+    blank_std : float, keyword-only
+        Images whose grey standard deviation is below this many grey levels are blank.
+    reference : dict, optional, keyword-only
+        ``{measure: {"median": m, "scale": s}}`` to measure against instead of the
+        statistics of ``images`` themselves (e.g. the ``info["reference"]`` of an earlier
+        run, to judge new images against the training data).
+
+    Returns
+    -------
+    table : DataFrame with N rows
+        ``score`` (float in [0, 1], lower = more likely an issue, < 0.5 iff flagged),
+        ``flag`` (bool), ``kind`` (str, one of ``"", "blank", "dark", "light",
+        "low_information", "noisy", "blurry"``), and one ``score_<kind>`` column per
+        property.
+    info : dict
+        Thresholds and the reference statistics used.
+    """
+    if not np.isfinite(k) or k <= 0:
+        raise ValueError(f"`k` must be a positive number. Got {k!r} instead.")
+    if not np.isfinite(blank_std) or blank_std <= 0:
+        raise ValueError(f"`blank_std` must be a positive number. Got {blank_std!r} instead.")
+    m = image_property_measures(images)
+    ref: dict[str, dict[str, float]] = {}
+    z: dict[str, np.ndarray] = {}
+    for name in ("brightness", "entropy", "hf_energy", "sharpness"):
+        values = m[name].to_numpy()
+        if reference is not None and name in reference:
+            med, scale = float(reference[name]["median"]), float(reference[name]["scale"])
+            z[name] = (values - med) / scale
+        else:
+            z[name], med, scale = _robust_z(values, _SCALE_FLOOR[name])
+        ref[name] = {"median": med, "scale": scale}
+
+    def tail(d: np.ndarray) -> np.ndarray:
+        return np.exp2(-np.maximum(d, 0.0) / k)
+
+    std = m["std"].to_numpy()
+    per_kind = {
+        "blank": np.where(std < blank_std, 0.5 * std / blank_std, 1.0),
+        "dark": tail(-z["brightness"]),
+        "light": tail(z["brightness"]),
+        "low_information": tail(-z["entropy"]),
+        "noisy": tail(z["hf_energy"]),
+        "blurry": tail(-z["sharpness"]),
+    }
+    blank = std < blank_std
+    # A blank image is also far from typical in the other measures; it is only "blank".
+    for name in KINDS[1:]:
+        per_kind[name] = np.where(blank, 1.0, per_kind[name])
+    stacked = np.stack([per_kind[name] for name in KINDS], axis=1)  # (N, len(KINDS))
+    score = np.clip(stacked.min(axis=1), 0.0, 1.0)
+    flag = score < 0.5
+    kind = np.where(flag, np.asarray(KINDS, dtype=object)[stacked.argmin(axis=1)], "")
+    table = pd.DataFrame(
+        {"score": score, "flag": flag, "kind": kind.astype(str)}
+        | {f"score_{name}": per_kind[name] for name in KINDS}
+    )
+    info = {"k": float(k), "blank_std": float(blank_std), "reference": ref}
+    return table, info
+
+
+@register("image_property")
+def detect_image_property(
+    dataset,
+    context=None,
+    *,
+    k: float = 5.0,
+    blank_std: float = 2.0,
+    **_: Any,
+) -> DetectorResult:
+    """Blank, dark, light, low-information, noisy and blurry images.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        ``N`` images, uint8 ``(N, H, W[, C])``.
+    context : object, optional
+        Unused (accepted for the common detector signature).
+    k : float, keyword-only
+        Threshold in robust standard deviations; see :func:`score_image_properties`.
+    blank_std : float, keyword-only
+        Grey standard deviation under which an image is blank.
+
+    Returns
+    -------
+    DetectorResult
+        ``table`` columns: ``sample_id``, ``is_image_property_issue`` (bool),
+        ``image_property_score`` (float in [0, 1], lower = more likely an issue),
+        ``image_property_kind`` (str, ``""`` when not flagged).
+    """
+    del context
+    table, info = score_image_properties(dataset.images, k=k, blank_std=blank_std)
+    out = pd.DataFrame(
+        {
+            "sample_id": dataset.sample_ids,
+            "is_image_property_issue": table["flag"].to_numpy(dtype=bool),
+            "image_property_score": table["score"].to_numpy(dtype=np.float64),
+            "image_property_kind": table["kind"].to_numpy(dtype=object).astype(str),
+        }
+    )
+    counts = {kd: int((table["kind"] == kd).sum()) for kd in KINDS}
+    counts = {kd: c for kd, c in counts.items() if c}
+    n_flag = int(table["flag"].sum())
+    detail = ", ".join(f"{kd.replace('_', ' ')} {c}" for kd, c in counts.items())
+    summary = f"image properties: {n_flag} of {len(dataset)} images flagged" + (
+        f" ({detail})" if detail else ""
+    )
+    info = {**info, "counts": counts, "n_flagged": n_flag}
+    return DetectorResult(name="image_property", table=out, summary=summary, info=info)

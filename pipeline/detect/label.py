@@ -1,0 +1,180 @@
+"""Label issues with cleanlab, from the out-of-fold predicted probabilities.
+
+- ``is_label_issue``: :func:`cleanlab.filter.find_label_issues` on the out-of-fold
+  ``pred_probs`` of the cross-validated classifier, with ``filter_by`` =
+  :data:`FILTER_BY`;
+- ``label_score``: :func:`cleanlab.rank.get_label_quality_scores` (in [0, 1], lower = more
+  likely mislabelled);
+- ``suggested_label`` / ``suggested_label_confidence``: the classifier's most probable
+  class and its probability;
+- the label-noise transition matrix estimated by confident learning
+  (:func:`cleanlab.count.estimate_py_and_noise_matrices_from_probabilities`), returned in
+  ``info["noise_matrix"]`` as ``T[i, j] = P(given label j | true label i)`` (rows sum to
+  1; the transpose of cleanlab's ``noise_matrix``, the convention of :mod:`models.gan`).
+
+Which ``filter_by``: ``benchmarks/detect.py`` scores every rule of cleanlab on the same
+out-of-fold predictions. With an accurate classifier (99 % on clean digits and MNIST),
+``"predicted_neq_given"`` (flag a sample when the classifier's most probable class is not
+its given label) has the best F1 on every noise level measured: on digits with 10 % noise
+0.98 against 0.94 for the default ``"prune_by_noise_rate"``, whose per-pair counts of the
+confident joint miss mislabelled samples that the classifier gets right with a probability
+just under the class's confidence threshold. The price: on data without injected noise it
+also flags the classifier's out-of-fold mistakes (about 1 % of MNIST, mostly ambiguous or
+badly written digits), where confident learning flags almost none. ``label_score``
+(self-confidence) ranks all flags, so a cautious policy can act on the lowest only.
+
+Classes that have no sample at all are left out of cleanlab's computations (it needs
+every class to be present) and get an identity row in the transition matrix.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.dataset import Dataset
+from pipeline.detect.base import DetectorResult, register
+
+__all__ = ["detect_label", "label_issues", "FILTER_BY"]
+
+#: Default rule of :func:`cleanlab.filter.find_label_issues`.
+FILTER_BY = "predicted_neq_given"
+
+
+def label_issues(
+    labels: np.ndarray,
+    pred_probs: np.ndarray,
+    *,
+    filter_by: str = FILTER_BY,
+    score_method: str = "self_confidence",
+) -> dict[str, np.ndarray]:
+    """cleanlab's label-issue outputs for given ``labels`` and out-of-sample ``pred_probs``.
+
+    Parameters
+    ----------
+    labels : ndarray
+        int ``(N,)`` in ``0..K-1``.
+    pred_probs : ndarray
+        float ``(N, K)``, rows summing to 1, out-of-sample.
+    filter_by : str, keyword-only
+        Passed to :func:`cleanlab.filter.find_label_issues`.
+    score_method : str, keyword-only
+        Passed to :func:`cleanlab.rank.get_label_quality_scores`.
+
+    Returns
+    -------
+    dict
+        ``is_issue`` bool ``(N,)``, ``score`` float ``(N,)`` in [0, 1], ``suggested`` int
+        ``(N,)``, ``confidence`` float ``(N,)``, ``noise_matrix`` float ``(K, K)``
+        (``T[i, j] = P(given j | true i)``), ``prior`` float ``(K,)`` (estimated true-class
+        prior).
+    """
+    from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    labels = np.asarray(labels, dtype=np.int64)
+    pred_probs = np.asarray(pred_probs, dtype=np.float64)
+    n, k = pred_probs.shape
+    if labels.shape != (n,):
+        raise ValueError(f"`labels` must have shape ({n},). Got {labels.shape} instead.")
+    present = np.flatnonzero(np.bincount(labels, minlength=k) > 0)
+    remap = np.full(k, -1, dtype=np.int64)
+    remap[present] = np.arange(present.size)
+    suggested = pred_probs.argmax(axis=1)
+    confidence = pred_probs[np.arange(n), suggested]
+    noise = np.eye(k)
+    prior = np.bincount(labels, minlength=k) / n
+
+    if present.size < 2:
+        # One class: there is nothing a label could be confused with.
+        return {
+            "is_issue": np.zeros(n, dtype=bool),
+            "score": np.ones(n),
+            "suggested": suggested,
+            "confidence": confidence,
+            "noise_matrix": noise,
+            "prior": prior,
+        }
+    probs = pred_probs[:, present]
+    probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+    y = remap[labels]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        is_issue = find_label_issues(y, probs, filter_by=filter_by, n_jobs=1)
+        score = get_label_quality_scores(y, probs, method=score_method)
+        py, nm, _, _ = estimate_py_and_noise_matrices_from_probabilities(y, probs)
+    # cleanlab: nm[i, j] = P(given i | true j), columns sum to 1.
+    sub = np.asarray(nm, dtype=np.float64).T
+    sub = np.clip(sub, 0.0, None)
+    sub /= np.maximum(sub.sum(axis=1, keepdims=True), 1e-12)
+    noise[np.ix_(present, present)] = sub
+    prior = np.zeros(k)
+    prior[present] = np.asarray(py, dtype=np.float64)
+    return {
+        "is_issue": np.asarray(is_issue, dtype=bool),
+        "score": np.clip(np.asarray(score, dtype=np.float64), 0.0, 1.0),
+        "suggested": suggested,
+        "confidence": confidence,
+        "noise_matrix": noise,
+        "prior": prior,
+    }
+
+
+@register("label")
+def detect_label(
+    dataset: Dataset,
+    context: Any,
+    *,
+    filter_by: str = FILTER_BY,
+    score_method: str = "self_confidence",
+    **_: Any,
+) -> DetectorResult:
+    """Mislabelled samples by confident learning on out-of-fold ``pred_probs``.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        ``N`` samples, ``K`` classes.
+    context : DetectionContext
+        Supplies ``pred_probs`` (float ``(N, K)``) and the classifier's summary.
+    filter_by, score_method : str, keyword-only
+        See :func:`label_issues`.
+
+    Returns
+    -------
+    DetectorResult
+        ``table``: ``sample_id``, ``is_label_issue``, ``label_score``,
+        ``suggested_label``, ``suggested_label_confidence``. ``info``: ``noise_matrix``
+        (``K x K`` list, ``T[i, j] = P(given j | true i)``), ``prior``, ``classifier``.
+    """
+    oof = context.oof
+    out = label_issues(
+        dataset.labels, oof.pred_probs, filter_by=filter_by, score_method=score_method
+    )
+    table = pd.DataFrame(
+        {
+            "sample_id": dataset.sample_ids,
+            "is_label_issue": out["is_issue"],
+            "label_score": out["score"],
+            "suggested_label": out["suggested"].astype(np.int64),
+            "suggested_label_confidence": out["confidence"].astype(np.float64),
+        }
+    )
+    n_issue = int(out["is_issue"].sum())
+    summary = (
+        f"label: {n_issue} of {len(dataset)} labels look wrong (confident learning on "
+        f"{oof.model} out-of-fold predictions, accuracy {oof.accuracy:.4f})"
+    )
+    info = {
+        "filter_by": filter_by,
+        "score_method": score_method,
+        "noise_matrix": out["noise_matrix"].tolist(),
+        "prior": out["prior"].tolist(),
+        "estimated_noise_rate": float(1.0 - np.sum(out["prior"] * np.diag(out["noise_matrix"]))),
+        "classifier": oof.summary(),
+    }
+    return DetectorResult(name="label", table=table, summary=summary, info=info)

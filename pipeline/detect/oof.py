@@ -1,0 +1,468 @@
+"""Out-of-sample predicted probabilities and embeddings by stratified K-fold training.
+
+Every sample's ``pred_probs`` row comes from a model that never saw it, which is what
+cleanlab's label-issue methods need. The fold split is stratified by label and keeps
+byte-identical images in one fold, so a copy in the training folds cannot vouch for its
+twin's label.
+
+Which model
+-----------
+- Images of 16 px and up: the small CNN of :mod:`models.classifier` (light affine
+  augmentation, label smoothing), one per fold.
+- Tiny images (under 16 px, e.g. 8x8 digits): the CNN and scikit-learn candidates on the
+  pixels (an RBF support vector machine with sigmoid calibration, multinomial logistic
+  regression) are all cross-validated on the same folds, plus the average of the CNN and
+  the best scikit-learn model; the candidate with the highest out-of-fold accuracy against
+  the given labels wins (ties: lower log loss). Under label noise that does not depend on
+  the image, accuracy against the given labels is an increasing function of accuracy
+  against the true labels, so the noisy labels can pick the model.
+
+Embeddings
+----------
+Each fold's CNN also embeds *every* sample (its penultimate layer, ``D`` wide). Two views
+are kept:
+
+- ``embeddings``: each sample's own out-of-fold embedding, ``(N, D)``;
+- ``ensemble_embeddings``: the L2-normalised embeddings of all ``F`` fold models side by
+  side, ``(N, F * D)``. Every sample is embedded by the same ``F`` networks, so distances
+  between any two samples are comparable, which out-of-fold embeddings from different
+  networks are not. The kNN detectors (outliers, near duplicates) use this view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.classifier import ClassifierConfig, fit_classifier, predict_classifier, to_tensor
+from models.device import pick_device
+from pipeline.dataset import Dataset
+
+__all__ = ["OOFResult", "make_folds", "out_of_fold", "image_groups", "TINY_SIDE"]
+
+#: Images with a side under this many pixels count as tiny (scikit-learn candidates run).
+TINY_SIDE = 16
+
+
+@dataclass
+class OOFResult:
+    """Out-of-fold predictions of one cross-validated classifier.
+
+    Attributes
+    ----------
+    pred_probs : ndarray
+        float64 ``(N, K)``; row ``i`` from the model that did not train on sample ``i``.
+    embeddings : ndarray
+        float32 ``(N, D)``, each sample's out-of-fold penultimate-layer embedding.
+    ensemble_embeddings : ndarray
+        float32 ``(N, F * D)``, every fold model's normalised embedding side by side.
+    folds : ndarray
+        int64 ``(N,)``, the fold that held each sample out.
+    model : str
+        Name of the chosen candidate (``"cnn"``, ``"svc"``, ``"logreg"``, ``"cnn+svc"``…).
+    accuracy : float
+        Out-of-fold accuracy of ``pred_probs`` against the given labels.
+    candidates : dict
+        Name -> ``{"accuracy", "log_loss", "seconds"}`` of every candidate tried.
+    seconds : float
+        Wall time of the whole cross-validation.
+    config : dict
+        The CNN config used.
+    """
+
+    pred_probs: np.ndarray
+    embeddings: np.ndarray
+    ensemble_embeddings: np.ndarray
+    folds: np.ndarray
+    model: str
+    accuracy: float
+    candidates: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "accuracy": float(self.accuracy),
+            "n_folds": int(self.folds.max()) + 1 if self.folds.size else 0,
+            "candidates": self.candidates,
+            "seconds": round(self.seconds, 2),
+            "cnn_config": self.config,
+        }
+
+
+# ----------------------------------------------------------------------------- folds
+def image_groups(images: np.ndarray) -> np.ndarray:
+    """Group id per image: byte-identical images share one (the first one's row).
+
+    Parameters
+    ----------
+    images : ndarray
+        ``(N, ...)`` any dtype.
+
+    Returns
+    -------
+    ndarray
+        int64 ``(N,)``; ``groups[i]`` is the smallest row index holding the same bytes.
+    """
+    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    first: dict[bytes, int] = {}
+    out = np.empty(len(images), dtype=np.int64)
+    for i, row in enumerate(flat):
+        key = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+        out[i] = first.setdefault(key, i)
+    return out
+
+
+def make_folds(
+    labels: np.ndarray,
+    *,
+    n_folds: int = 5,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Stratified fold assignment that keeps each group in a single fold.
+
+    Parameters
+    ----------
+    labels : ndarray
+        int ``(N,)``.
+    n_folds : int
+        Requested number of folds; fewer are used when there are fewer groups.
+    seed : int
+        Shuffling seed.
+    groups : ndarray, optional
+        int ``(N,)`` group ids (e.g. :func:`image_groups`); members share a fold and the
+        group is stratified by its first member's label.
+
+    Returns
+    -------
+    ndarray
+        int64 ``(N,)`` fold index per sample, in ``0..F-1``; every fold holds at least one
+        sample. Classes with fewer members than folds land in as many folds as they have
+        members (scikit-learn's stratification, no error).
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    labels = np.asarray(labels)
+    n = labels.shape[0]
+    if n_folds < 2:
+        raise ValueError(f"`n_folds` must be >= 2. Got {n_folds} instead.")
+    if groups is None:
+        groups = np.arange(n)
+    _, rep, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    rep_labels = labels[rep]
+    k = min(n_folds, rep.size)
+    if k < 2:
+        raise ValueError(
+            f"cross-validation needs at least 2 distinct images; got {rep.size} distinct."
+        )
+    counts = np.bincount(rep_labels)
+    counts = counts[counts > 0]
+    rep_fold = np.empty(rep.size, dtype=np.int64)
+    if counts.max() >= k:
+        splitter: Any = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            split = list(splitter.split(np.zeros(rep.size), rep_labels))
+    else:
+        split = list(KFold(n_splits=k, shuffle=True, random_state=seed).split(rep_labels))
+    for f, (_, test) in enumerate(split):
+        rep_fold[test] = f
+    return rep_fold[inverse.reshape(-1)]
+
+
+# ----------------------------------------------------------------------------- metrics
+def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(probs.argmax(axis=1) == labels))
+
+
+def _log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(probs[np.arange(labels.size), labels], 1e-12, 1.0)
+    return float(-np.mean(np.log(p)))
+
+
+def _normalise_rows(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def _full_probs(probs: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Spread ``(n, len(classes))`` probabilities into ``(n, n_classes)`` columns."""
+    out = np.zeros((probs.shape[0], n_classes), dtype=np.float64)
+    out[:, classes] = probs
+    return out
+
+
+# ----------------------------------------------------------------------------- candidates
+def cpu_workers() -> int:
+    """Folds trained at once on CPU: ``ASSAY_WORKERS`` when set, else the number of cores
+    this process may run on (each fold uses one thread)."""
+    env = os.environ.get("ASSAY_WORKERS", "")
+    n = int(env) if env.isdigit() else len(os.sched_getaffinity(0))
+    return max(1, n)
+
+
+def _fit_fold(
+    images: torch.Tensor,
+    labels: np.ndarray,
+    train: np.ndarray,
+    n_classes: int,
+    config: ClassifierConfig,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Train one fold's CNN and predict every sample: ``(probs (N, K), emb (N, D), s)``."""
+    t0 = time.perf_counter()
+    idx = torch.as_tensor(train, device=images.device)
+    model = fit_classifier(
+        images.index_select(0, idx),
+        labels[train],
+        n_classes=n_classes,
+        config=config,
+        seed=seed,
+        device=images.device,
+    )
+    probs, emb = predict_classifier(model, images, batch_size=config.eval_batch_size)
+    return probs, emb, time.perf_counter() - t0
+
+
+def _run_folds(
+    jobs: list[dict[str, Any]], *, workers: int, cpu: bool
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Run :func:`_fit_fold` for every job.
+
+    On CPU, torch runs single-threaded meanwhile and ``workers`` folds train at once in
+    Python threads (torch releases the GIL inside its kernels). One intra-op thread per
+    fold scales with the cores without OpenMP barriers, which stall badly when the
+    cores are shared with other processes, and gives the same numbers whatever
+    ``workers`` is. On CUDA the folds run one after another.
+    """
+    if not cpu:
+        return [_fit_fold(**job) for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if workers <= 1:
+            return [_fit_fold(**job) for job in jobs]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda job: _fit_fold(**job), jobs))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _cv_cnn(
+    dataset: Dataset,
+    folds: np.ndarray,
+    *,
+    config: ClassifierConfig,
+    seed: int,
+    device: torch.device,
+    workers: int,
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n, k = len(dataset), dataset.n_classes
+    labels = dataset.labels
+    n_folds = int(folds.max()) + 1
+    images = to_tensor(dataset.images, device)
+    jobs = [
+        {
+            "images": images,
+            "labels": labels,
+            "train": np.flatnonzero(folds != f),
+            "n_classes": k,
+            "config": config,
+            "seed": seed * 1000 + f,
+        }
+        for f in range(n_folds)
+    ]
+    cpu = device.type == "cpu"
+    workers = max(1, min(workers, n_folds)) if cpu else 1
+    log(f"cnn: {n_folds} folds, {workers} at a time, {config.epochs} epochs each")
+    outputs = _run_folds(jobs, workers=workers, cpu=cpu)
+    probs = np.zeros((n, k), dtype=np.float64)
+    emb_oof = np.zeros((n, config.hidden), dtype=np.float32)
+    emb_all = np.zeros((n, n_folds * config.hidden), dtype=np.float32)
+    for f, (p, z, seconds) in enumerate(outputs):
+        test = folds == f
+        probs[test] = p[test]
+        emb_oof[test] = z[test]
+        emb_all[:, f * config.hidden : (f + 1) * config.hidden] = _normalise_rows(z)
+        log(
+            f"cnn fold {f + 1}/{n_folds}: accuracy {_accuracy(p[test], labels[test]):.4f} "
+            f"({seconds:.1f}s)"
+        )
+    return probs, emb_oof, emb_all
+
+
+def _sklearn_candidates(seed: int) -> dict[str, Any]:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
+    return {
+        "svc": CalibratedClassifierCV(
+            SVC(C=3.0, gamma="scale", random_state=seed), method="sigmoid", cv=3
+        ),
+        "logreg": LogisticRegression(C=0.3, max_iter=500),
+    }
+
+
+def _cv_sklearn(
+    estimator: Any, x: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classes: int
+) -> np.ndarray:
+    from sklearn.base import clone
+
+    probs = np.zeros((x.shape[0], n_classes), dtype=np.float64)
+    for f in range(int(folds.max()) + 1):
+        train, test = folds != f, folds == f
+        y = labels[train]
+        classes = np.unique(y)
+        if classes.size == 1:
+            probs[np.ix_(test, classes)] = 1.0
+            continue
+        est = clone(estimator)
+        # The calibrator's inner CV needs every class at least ``cv`` times; fall back to
+        # a plain logistic model on folds where a class is too small for it.
+        if hasattr(est, "cv") and np.bincount(y)[classes].min() < int(est.cv):
+            from sklearn.linear_model import LogisticRegression
+
+            est = LogisticRegression(C=0.3, max_iter=500)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(x[train], y)
+            probs[test] = _full_probs(est.predict_proba(x[test]), est.classes_, n_classes)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return probs
+
+
+def _pca_features(images: np.ndarray, *, seed: int) -> np.ndarray:
+    """Unsupervised feature space for scikit-learn-only runs: up to 32 principal
+    components of the pixels, float32 ``(N, d)``."""
+    from sklearn.decomposition import PCA
+
+    x = images.reshape(len(images), -1).astype(np.float32) / 255.0
+    n_comp = max(1, min(32, x.shape[0] - 1, x.shape[1]))
+    return PCA(n_components=n_comp, random_state=seed).fit_transform(x).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- main
+def out_of_fold(
+    dataset: Dataset,
+    *,
+    n_folds: int = 5,
+    seed: int = 0,
+    device: str | torch.device | None = "auto",
+    model: str = "auto",
+    config: ClassifierConfig | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> OOFResult:
+    """Cross-validate a classifier on ``dataset``; return out-of-fold predictions.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        ``N`` images of ``K`` classes.
+    n_folds : int
+        Folds (5 by default; fewer when there are fewer distinct images).
+    seed : int
+        Seeds the split and every model.
+    device : str or torch.device
+        Where the CNN trains (``"auto"``: CUDA when present).
+    model : {"auto", "cnn", "svc", "logreg", "cnn+svc", "cnn+logreg"}
+        ``"auto"`` follows the rule in the module docstring.
+    config : ClassifierConfig, optional
+        CNN settings (default :meth:`ClassifierConfig.for_images`).
+    workers : int, optional
+        On CPU, this many folds train at once, each single-threaded (default
+        :func:`cpu_workers`). Results do not depend on it.
+    progress : bool
+        Print one line per fold and candidate.
+
+    Returns
+    -------
+    OOFResult
+    """
+    valid = ("auto", "cnn", "svc", "logreg", "cnn+svc", "cnn+logreg")
+    if model not in valid:
+        raise ValueError(f"`model` must be one of {valid}. Got {model!r} instead.")
+    t_start = time.perf_counter()
+    dev = pick_device(None if device is None else str(device))
+    n_workers = cpu_workers() if workers is None else int(workers)
+
+    def log(msg: str) -> None:
+        if progress:
+            print(f"[detect] {msg}", flush=True)
+
+    labels = dataset.labels
+    k = dataset.n_classes
+    folds = make_folds(labels, n_folds=n_folds, seed=seed, groups=image_groups(dataset.images))
+    if config is None:
+        config = ClassifierConfig.for_images(dataset.images.shape)
+
+    candidates: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    use_cnn = model == "auto" or "cnn" in model.split("+")
+    if use_cnn:
+        t0 = time.perf_counter()
+        candidates["cnn"], emb_oof, emb_all = _cv_cnn(
+            dataset, folds, config=config, seed=seed, device=dev, workers=n_workers, log=log
+        )
+        seconds["cnn"] = time.perf_counter() - t0
+    else:
+        emb_oof = emb_all = _pca_features(dataset.images, seed=seed)
+
+    tiny = min(dataset.image_shape[:2]) < TINY_SIDE
+    wanted = {model} if model != "auto" else ({"svc", "logreg"} if tiny else set())
+    sk_names = sorted({name for w in wanted for name in w.split("+") if name != "cnn"})
+    if sk_names:
+        x = dataset.images.reshape(len(dataset), -1).astype(np.float64) / 255.0
+        for name, est in _sklearn_candidates(seed).items():
+            if name in sk_names:
+                t0 = time.perf_counter()
+                candidates[name] = _cv_sklearn(est, x, labels, folds, k)
+                seconds[name] = time.perf_counter() - t0
+        if use_cnn:
+            sk_best = max(
+                sk_names,
+                key=lambda m: (_accuracy(candidates[m], labels), -_log_loss(candidates[m], labels)),
+            )
+            candidates[f"cnn+{sk_best}"] = (candidates["cnn"] + candidates[sk_best]) / 2.0
+            seconds[f"cnn+{sk_best}"] = seconds["cnn"] + seconds[sk_best]
+
+    scores = {
+        name: {
+            "accuracy": _accuracy(p, labels),
+            "log_loss": _log_loss(p, labels),
+            "seconds": round(seconds[name], 2),
+        }
+        for name, p in candidates.items()
+    }
+    for name, s in scores.items():
+        log(f"candidate {name}: out-of-fold accuracy {s['accuracy']:.4f}")
+    if model == "auto":
+        chosen = max(scores, key=lambda m: (scores[m]["accuracy"], -scores[m]["log_loss"]))
+    else:
+        chosen = model
+    pred_probs = candidates[chosen]
+    return OOFResult(
+        pred_probs=pred_probs,
+        embeddings=emb_oof,
+        ensemble_embeddings=emb_all,
+        folds=folds,
+        model=chosen,
+        accuracy=_accuracy(pred_probs, labels),
+        candidates=scores,
+        seconds=time.perf_counter() - t_start,
+        config=config.to_dict(),
+    )

@@ -1,0 +1,269 @@
+"""The detection stage end to end on small seeded data: schema, quality, determinism,
+failure isolation and awkward label sets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.classifier import ClassifierConfig
+from pipeline import io
+from pipeline.dataset import Dataset
+from pipeline.detect import REGISTRY, run_detection
+from pipeline.detect.combine import ISSUE_COLUMNS
+from pipeline.detect.datalab import _datalab_available, datalab_issues
+from pipeline.inject import InjectionConfig, ground_truth, inject
+
+#: A quick CNN for tests (the real one trains for longer).
+TINY_CNN = ClassifierConfig.for_images((1, 8, 8), epochs=3, widths=(8, 16), hidden=32)
+#: Quick VAE settings (the colleague detector accepts config overrides).
+QUICK = {"vae": {"config": {"epochs": 10}}}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(monkeypatch):
+    """Models that size their thread pool from ``OMP_NUM_THREADS`` use one thread here:
+    on a machine whose cores are shared, one thread is several times faster than two."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return io.load("digits")
+
+
+@pytest.fixture(scope="module")
+def small(digits) -> Dataset:
+    """400 digits with label noise, corruptions, OOD and duplicates injected."""
+    base = digits.subset(np.arange(400))
+    config = InjectionConfig(
+        label_noise=0.1, gaussian_noise=0.01, blank=0.01, ood=0.01,
+        exact_duplicates=0.02, near_duplicates=0.02,
+    )  # fmt: skip
+    return inject(base, config, seed=1)
+
+
+# ----------------------------------------------------------------------------- schema
+def test_outputs_schema_and_score_ranges(small, tmp_path):
+    result = run_detection(
+        small, out_dir=tmp_path, seed=0, progress=False, options=QUICK,
+        classifier={"model": "cnn+svc", "config": TINY_CNN},
+    )  # fmt: skip
+    issues = pd.read_parquet(tmp_path / "issues.parquet")
+    pd.testing.assert_frame_equal(issues, result.issues)
+    assert list(issues.columns[: len(ISSUE_COLUMNS)]) == list(ISSUE_COLUMNS)
+    assert issues["sample_id"].tolist() == small.sample_ids.tolist()
+    assert issues["given_label"].tolist() == small.labels.tolist()
+    for col in issues.columns:
+        if col.endswith("_score") or col == "suggested_label_confidence":
+            values = issues[col].to_numpy(dtype=float)
+            assert np.all((values >= 0) & (values <= 1)), col
+        if col.startswith("is_"):
+            assert issues[col].dtype == bool, col
+    for col in ("suggested_label", "duplicate_of", "given_label", "sample_id"):
+        assert issues[col].dtype == np.int64, col
+    assert issues["suggested_label"].between(0, small.n_classes - 1).all()
+    clean = ~issues["is_dirty"]
+    assert (issues.loc[clean, "reasons"] == "").all()
+    assert (issues.loc[~clean, "reasons"] != "").all()
+    flags = [c for c in issues.columns if c.startswith("is_") and c != "is_dirty"]
+    assert {"is_knn_outlier_issue", "is_near_duplicate_issue"} <= set(flags)
+    assert set(issues.loc[issues["duplicate_of"] >= 0, "duplicate_of"]) <= set(issues["sample_id"])
+
+    noise = np.load(tmp_path / "noise_matrix.npy", allow_pickle=False)
+    assert noise.shape == (small.n_classes, small.n_classes)
+    np.testing.assert_allclose(noise.sum(axis=1), 1.0)
+    np.testing.assert_allclose(noise, result.noise_matrix)
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counts"]["label"] == int(issues["is_label_issue"].sum())
+    assert summary["counts"]["dirty"] == summary["n_dirty"] == int(issues["is_dirty"].sum())
+    assert summary["folds"] == 5 and summary["errors"] == {}
+    assert 0.5 < summary["oof_accuracy"] <= 1.0
+    assert summary["classifier"]["model"] == "cnn+svc"
+    assert summary["noise_matrix"]["matrix"] == noise.tolist()
+    assert {"label", "total", "shared:classifier"} <= set(summary["timings"])
+    if "vae" in REGISTRY:
+        assert (tmp_path / "vae.pt").is_file()
+
+
+@pytest.mark.parametrize("folds", [1, 0, 2.5, True])
+def test_rejects_bad_folds(small, folds):
+    with pytest.raises(ValueError, match="`folds` must be an integer >= 2"):
+        run_detection(small, out_dir=None, folds=folds, progress=False)
+
+
+# ----------------------------------------------------------------------------- quality
+@pytest.mark.slow
+def test_detection_quality_on_seeded_digits(digits):
+    config = InjectionConfig(
+        label_noise=0.1, gaussian_noise=0.01, salt_pepper=0.01, blank=0.01, inverted=0.01,
+        ood=0.01, exact_duplicates=0.02, near_duplicates=0.02,
+    )  # fmt: skip
+    dirty = inject(digits, config, seed=0)
+    truth = ground_truth(dirty)
+    result = run_detection(
+        dirty, out_dir=None, seed=0, progress=False, options=QUICK, classifier={"model": "svc"}
+    )
+    issues = result.issues
+    kind = truth["injected"].to_numpy()
+
+    label_zone = np.isin(kind, ["clean", "label_noise"])
+    flagged = issues["is_label_issue"].to_numpy()[label_zone]
+    noisy = (kind == "label_noise")[label_zone]
+    precision = (flagged & noisy).sum() / flagged.sum()
+    recall = (flagged & noisy).sum() / noisy.sum()
+    assert precision > 0.85 and recall > 0.8, (precision, recall)
+
+    from sklearn.metrics import roc_auc_score
+
+    corrupted = truth["is_corrupted"].to_numpy()
+    zone = corrupted | (kind == "clean")
+    auroc = roc_auc_score(corrupted[zone], -issues["outlier_score"].to_numpy()[zone])
+    assert auroc > 0.95, auroc
+
+    exact = kind == "exact_duplicate"
+    near = kind == "near_duplicate"
+    assert issues["is_exact_duplicate"].to_numpy()[exact].all()
+    assert issues["is_near_duplicate"].to_numpy()[near].mean() >= 0.9
+    dup_flag = issues["is_exact_duplicate"].to_numpy() | issues["is_near_duplicate"].to_numpy()
+    # Blank images are near duplicates of one another; only flags elsewhere count as wrong.
+    dup_flag &= ~corrupted
+    assert (exact | near)[dup_flag].mean() >= 0.9
+    source = truth["duplicate_source"].to_numpy()
+    assert (issues["duplicate_of"].to_numpy()[exact] == source[exact]).all()
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_same_seed_same_issues_whatever_the_worker_count(small):
+    kwargs = dict(out_dir=None, seed=3, progress=False, detectors=["label", "knn_outlier"])
+    a = run_detection(small, classifier={"model": "cnn", "config": TINY_CNN, "workers": 2},
+                      **kwargs)  # fmt: skip
+    b = run_detection(small, classifier={"model": "cnn", "config": TINY_CNN, "workers": 1},
+                      **kwargs)  # fmt: skip
+    pd.testing.assert_frame_equal(a.issues, b.issues)
+    np.testing.assert_array_equal(a.oof.pred_probs, b.oof.pred_probs)
+    c = run_detection(small, classifier={"model": "cnn", "config": TINY_CNN, "workers": 2},
+                      **{**kwargs, "seed": 4})  # fmt: skip
+    assert not np.array_equal(a.oof.pred_probs, c.oof.pred_probs)
+
+
+# ----------------------------------------------------------------------------- isolation
+def test_a_failing_detector_is_reported_and_isolated(small, monkeypatch):
+    def boom(dataset, context, **_):
+        raise RuntimeError("kaboom")
+
+    def wrong_shape(dataset, context, **_):
+        from pipeline.detect.base import DetectorResult
+
+        table = pd.DataFrame({"sample_id": dataset.sample_ids[:3], "is_odd_issue": True,
+                              "odd_score": 0.5})  # fmt: skip
+        return DetectorResult(name="odd", table=table, summary="odd")
+
+    monkeypatch.setitem(REGISTRY, "boom", boom)
+    monkeypatch.setitem(REGISTRY, "odd", wrong_shape)
+    names = ["exact_duplicate", "boom", "odd", "image_property", "not_a_detector"]
+    with_bad = run_detection(small, out_dir=None, detectors=names, progress=False)
+    without = run_detection(
+        small, out_dir=None, detectors=["exact_duplicate", "image_property"], progress=False
+    )
+    assert with_bad.summary["errors"]["boom"] == "RuntimeError: kaboom"
+    assert "one row per sample" in with_bad.summary["errors"]["odd"]
+    assert with_bad.summary["skipped"]["not_a_detector"] == "not registered"
+    pd.testing.assert_frame_equal(with_bad.issues, without.issues)
+
+
+def test_classifier_failure_leaves_pixel_detectors_working(small, monkeypatch):
+    import pipeline.detect.context as context_module
+
+    def broken(*args, **kwargs):
+        raise MemoryError("no room for a CNN")
+
+    monkeypatch.setattr(context_module, "out_of_fold", broken)
+    result = run_detection(
+        small,
+        out_dir=None,
+        detectors=["label", "knn_outlier", "exact_duplicate", "near_duplicate"],
+        progress=False,
+    )
+    errors = result.summary["errors"]
+    assert errors["label"] == "MemoryError: no room for a CNN"
+    assert "no room for a CNN" in errors["knn_outlier"]
+    assert "near_duplicate" not in errors
+    info = result.summary["detectors"]["near_duplicate"]["info"]
+    assert "no room for a CNN" in info["datalab_error"]
+    kind = small.columns["injected"].to_numpy()
+    assert result.issues["is_exact_duplicate"].to_numpy()[kind == "exact_duplicate"].all()
+    assert result.issues["is_near_duplicate"].to_numpy()[kind == "near_duplicate"].mean() >= 0.75
+    assert not result.issues["is_label_issue"].any()
+    np.testing.assert_array_equal(result.noise_matrix, np.eye(small.n_classes))
+    assert result.summary["noise_matrix"]["estimated"] is False
+
+
+# ----------------------------------------------------------------------------- label sets
+def test_a_class_with_a_single_sample(digits):
+    keep = np.flatnonzero(digits.labels != 9)[:200]
+    lone = np.flatnonzero(digits.labels == 9)[:1]
+    ds = digits.subset(np.concatenate([keep, lone]))
+    result = run_detection(
+        ds, out_dir=None, progress=False, options=QUICK,
+        classifier={"config": TINY_CNN},  # auto: CNN and scikit-learn candidates
+    )  # fmt: skip
+    assert result.summary["errors"] == {}
+    assert len(result.issues) == len(ds)
+    assert result.oof.pred_probs.shape == (len(ds), 10)
+    np.testing.assert_allclose(result.noise_matrix.sum(axis=1), 1.0)
+
+
+def test_two_classes(digits):
+    ds = digits.subset(np.flatnonzero(digits.labels < 2)[:120])
+    ds = Dataset.create(ds.images, ds.labels, ["zero", "one"], source="two-classes")
+    result = run_detection(
+        ds, out_dir=None, progress=False, options=QUICK, classifier={"config": TINY_CNN}
+    )
+    assert result.summary["errors"] == {}
+    assert result.noise_matrix.shape == (2, 2)
+    assert result.summary["oof_accuracy"] > 0.9
+
+
+def test_absent_class_and_colour_images():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 60, size=(60, 16, 16, 3), dtype=np.uint8)
+    labels = np.repeat([0, 2], 30)
+    images[labels == 2, 4:12, 4:12, 0] = 220  # a red square marks class 2
+    ds = Dataset.create(images, labels, ["a", "b", "c"])
+    config = ClassifierConfig.for_images(
+        images.shape, epochs=20, widths=(8,), hidden=16, batch_size=16
+    )
+    result = run_detection(
+        ds, out_dir=None, progress=False, options=QUICK, folds=3,
+        classifier={"config": config},
+    )  # fmt: skip
+    assert result.summary["errors"] == {}
+    assert result.noise_matrix[1].tolist() == [0.0, 1.0, 0.0]
+    assert result.summary["oof_accuracy"] > 0.9
+
+
+# ----------------------------------------------------------------------------- Datalab
+@pytest.mark.skipif(not _datalab_available(), reason="cleanlab[datalab] is not installed")
+def test_core_fallback_matches_datalab():
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(300, 16)).astype(np.float32)
+    feats[10] = feats[20] + 1e-4
+    labels = rng.integers(0, 3, size=300)
+    labels[:4] = 3
+    lab = datalab_issues(labels, feats, backend="datalab")
+    core = datalab_issues(labels, feats, backend="cleanlab-core")
+    for name in ("outlier", "near_duplicate", "class_imbalance"):
+        np.testing.assert_array_equal(lab[name]["is_issue"], core[name]["is_issue"])
+        np.testing.assert_allclose(lab[name]["score"], core[name]["score"], rtol=1e-5, atol=1e-6)
+    assert lab["class_imbalance"]["is_issue"][:4].all()
+    assert 0 <= lab["non_iid"]["info"]["p_value"] <= 1

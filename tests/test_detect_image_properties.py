@@ -1,0 +1,189 @@
+"""Image-property detector: exact measures on hand-made arrays, seeded dirt on digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.dataset import Dataset
+from pipeline.detect.base import REGISTRY, DetectorResult
+from pipeline.detect.image_properties import (
+    KINDS,
+    detect_image_property,
+    image_property_measures,
+    score_image_properties,
+)
+
+
+def _digits(scale: int = 1) -> Dataset:
+    """sklearn's digits as uint8, each pixel repeated ``scale`` x ``scale`` times."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images * 255.0 / 16.0).astype(np.uint8)
+    if scale > 1:
+        images = np.kron(images, np.ones((1, scale, scale), dtype=np.uint8))
+    return Dataset.create(images, d.target, source="sklearn digits")
+
+
+# ----------------------------------------------------------------------------- exact measures
+def test_measures_exact_on_hand_made_images():
+    checker = np.array([[0, 255], [255, 0]], dtype=np.uint8)
+    constant = np.full((2, 2), 7, dtype=np.uint8)
+    dot = np.zeros((3, 3), dtype=np.uint8)
+    dot[1, 1] = 90
+
+    m = image_property_measures(np.stack([checker, constant]))
+    assert m["brightness"].tolist() == [127.5, 7.0]
+    assert m["std"].tolist() == [127.5, 0.0]
+    assert m["entropy"].tolist() == pytest.approx([1.0, 0.0])
+    # Edge-replicated 4-neighbour Laplacian: every checker pixel is |0*4 - 2*255| = 510.
+    assert m["hf_energy"].tolist() == pytest.approx([510.0, 0.0])
+    assert m["sharpness"].tolist() == pytest.approx([np.log(511 / 128.5), 0.0])
+
+    m = image_property_measures(dot[None])
+    assert m["brightness"][0] == pytest.approx(10.0)
+    assert m["std"][0] == pytest.approx(np.sqrt(800.0))  # (80^2 + 8 * 10^2) / 9
+    p = np.array([8 / 9, 1 / 9])
+    assert m["entropy"][0] == pytest.approx(-(p * np.log2(p)).sum())
+    assert m["hf_energy"][0] == pytest.approx((360 + 4 * 90) / 9)
+
+
+def test_colour_images_use_channel_mean():
+    rgb = np.zeros((1, 2, 2, 3), dtype=np.uint8)
+    rgb[0, :, :, 0] = 30
+    rgb[0, :, :, 2] = 60
+    m = image_property_measures(rgb)
+    assert m["brightness"][0] == pytest.approx(30.0)
+    assert m["std"][0] == 0.0
+
+
+def test_measures_chunking_gives_same_answer():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(37, 5, 6), dtype=np.uint8)
+    a = image_property_measures(images)
+    b = image_property_measures(images, chunk=4)
+    pd.testing.assert_frame_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- scoring rules
+def test_blank_images_score_by_their_std_and_nothing_else():
+    rng = np.random.default_rng(1)
+    images = rng.integers(40, 200, size=(20, 6, 6), dtype=np.uint8)
+    images[0] = 0  # constant: std 0 -> score 0
+    images[1] = 128
+    images[2] = 128
+    images[2, 0, 0] = 131  # std just under 2 grey levels... check the exact value below
+    table, info = score_image_properties(images, blank_std=2.0)
+    std2 = image_property_measures(images[2:3])["std"][0]
+    assert table["kind"].tolist()[:2] == ["blank", "blank"]
+    assert table["score"][0] == 0.0 and table["score"][1] == 0.0
+    assert std2 < 2.0
+    assert table["kind"][2] == "blank"
+    assert table["score"][2] == pytest.approx(0.5 * std2 / 2.0)
+    assert not table["flag"][3:].any()
+    assert info["blank_std"] == 2.0
+
+
+def test_score_is_half_exactly_at_threshold_and_flag_iff_below_half():
+    images = _digits().images
+    table, info = score_image_properties(images, k=5.0)
+    ref = info["reference"]["brightness"]
+    m = image_property_measures(images)
+    z = (m["brightness"] - ref["median"]) / ref["scale"]
+    expected_dark = np.exp2(-np.maximum(-z, 0) / 5.0)
+    np.testing.assert_allclose(table["score_dark"], expected_dark)
+    assert table["flag"].equals(table["score"] < 0.5)
+    assert ((table["score"] >= 0) & (table["score"] <= 1)).all()
+    assert set(table["kind"]) <= {"", *KINDS}
+    assert (table["kind"] != "").equals(table["flag"])
+
+
+def test_reference_statistics_are_reused():
+    images = _digits().images
+    _, info = score_image_properties(images)
+    dark = (images // 10).astype(np.uint8)[:5]
+    alone, _ = score_image_properties(dark)  # against themselves: nothing stands out
+    against, _ = score_image_properties(dark, reference=info["reference"])
+    assert not alone["flag"].any()
+    assert (against["kind"] == "dark").all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"k": 0}, "`k` must be a positive number"),
+        ({"k": float("nan")}, "`k` must be a positive number"),
+        ({"blank_std": -1}, "`blank_std` must be a positive number"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        score_image_properties(np.zeros((3, 4, 4), dtype=np.uint8), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("images", "match"),
+    [
+        (np.zeros((3, 4, 4), dtype=np.float32), "must be uint8"),
+        (np.zeros((4, 4), dtype=np.uint8), r"shape \(N, H, W\)"),
+        (np.zeros((0, 4, 4), dtype=np.uint8), "non-empty"),
+    ],
+)
+def test_bad_images_are_refused(images, match):
+    with pytest.raises(ValueError, match=match):
+        image_property_measures(images)
+
+
+# ----------------------------------------------------------------------------- seeded dirt
+def test_detector_finds_injected_properties_on_digits():
+    # 16x16 (pixels doubled): at 8x8 a digit is all edges and noise cannot stand out.
+    ds = _digits(scale=2)
+    rng = np.random.default_rng(0)
+    images = ds.images.copy()
+    idx = rng.choice(len(images), 50, replace=False)
+    blank, dark, light, noisy, blurry = idx[:10], idx[10:20], idx[20:30], idx[30:40], idx[40:50]
+    images[blank] = rng.integers(0, 256, size=10).astype(np.uint8)[:, None, None]
+    images[dark] = (images[dark] // 12).astype(np.uint8)
+    images[light] = (255 - (255 - images[light].astype(np.int64)) // 12).astype(np.uint8)
+    noise = rng.normal(0, 90, size=images[noisy].shape)
+    images[noisy] = np.clip(images[noisy] + noise, 0, 255).astype(np.uint8)
+    from scipy import ndimage
+
+    images[blurry] = np.stack(
+        [
+            np.clip(ndimage.gaussian_filter(im.astype(float), 1.5, mode="nearest"), 0, 255)
+            for im in images[blurry]
+        ]
+    ).astype(np.uint8)
+    dirty = Dataset.create(images, ds.labels, sample_ids=ds.sample_ids + 100)
+
+    result = REGISTRY["image_property"](dirty, None)
+    assert isinstance(result, DetectorResult)
+    result.check(dirty.sample_ids)
+    t = result.table
+    assert list(t.columns) == [
+        "sample_id",
+        "is_image_property_issue",
+        "image_property_score",
+        "image_property_kind",
+    ]
+    assert t["sample_id"].tolist() == (ds.sample_ids + 100).tolist()
+    kind = t["image_property_kind"].to_numpy()
+    assert (kind[blank] == "blank").all()
+    assert (kind[dark] == "dark").all()
+    assert (kind[light] == "light").all()
+    assert (kind[noisy] == "noisy").mean() >= 0.9
+    assert (kind[blurry] == "blurry").mean() >= 0.7
+    clean = np.setdiff1d(np.arange(len(ds)), idx)
+    assert t["is_image_property_issue"].to_numpy()[clean].mean() <= 0.005
+    assert "flagged" in result.summary and "blank 10" in result.summary
+    assert result.info["counts"]["blank"] == 10
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_detector_on_clean_digits_flags_almost_nothing(scale):
+    result = detect_image_property(_digits(scale), None)
+    assert result.table["is_image_property_issue"].mean() <= 0.005
+    assert result.table["image_property_score"].between(0, 1).all()
