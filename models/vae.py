@@ -264,9 +264,6 @@ class ConvVAE(nn.Module):
         return self.decode(z), mu, logvar
 
 
-VAE = ConvVAE | MLPVAE
-
-
 def build_vae(config: VAEConfig) -> ConvVAE | MLPVAE:
     """A freshly initialised model for ``config``."""
     if config.kind == "conv":

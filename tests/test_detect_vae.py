@@ -138,8 +138,10 @@ def test_score_images_needs_a_model_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_mnist_subset_corruptions_found(mnist_path):
+def test_mnist_subset_corruptions_found(mnist_path, monkeypatch):
     from pipeline import io
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one busy-waiting-free thread on shared CPUs
     from pipeline.inject import ground_truth, inject
 
     ds = io.load(str(mnist_path)).subset(np.arange(2000))

@@ -1,0 +1,865 @@
+"""A small conditional DCGAN with a projection discriminator, and its trainer.
+
+Shapes
+------
+images      uint8 ``(N, H, W)`` or ``(N, H, W, C)`` on the way in and out; inside, float
+            ``(N, C, H, W)`` in ``[-1, 1]``
+labels      int64 ``(N,)`` in ``0..K-1``
+z           float ``(N, z_dim)``, standard normal
+transition  float ``(K, K)``, ``T[i, j] = P(observed label j | true label i)``; rows sum to 1
+
+The generator maps ``(z, y)`` to an image: a linear layer to a ``(c0, s0h, s0w)`` map, then
+``n_up`` stride-2 transposed convolutions with class-conditional batch norm, ``tanh``, and a
+centre crop to the data's size (so 28x28 is generated natively as 7 -> 14 -> 28 and, say,
+10x10 as 5 -> 10). The discriminator mirrors it with spectrally normalised stride-2
+convolutions, a minibatch standard-deviation channel and a last 3x3 convolution, sums that
+map over space into ``phi(x)`` and scores ``w . phi(x) + <embed(y), phi(x)>`` (projection,
+Miyato & Koyama, 2018); an auxiliary linear classifier on ``phi`` (weight ``ac_weight``)
+learns the real images' labels and asks the generator for classifiable samples. The loss
+is the hinge loss. Small datasets and short budgets are what this model is for, so the
+discriminator sees every image through differentiable augmentation (translation), and a
+mode-seeking term keeps the generator from ignoring its latent.
+
+The noise-aware arm (Thekumparampil et al., NeurIPS 2018; Kaneko et al., CVPR 2019) trains
+on data whose observed labels are noisy: the label the generator was asked for is passed
+through ``T`` before the discriminator sees it, either by sampling a noisy label from
+``T[y]`` (``noise_mode="sample"``) or by projecting the label distribution ``T[y]`` itself
+(``noise_mode="soft"``). Real images keep their observed labels. The discriminator then
+compares like with like (noisy with noisy), while the generator is conditioned on the clean
+label, so it learns the clean class-conditional distribution. The auxiliary classifier is
+trained through ``T`` as well (forward loss correction: it models the clean label), and
+the generator is asked for samples it classifies as their clean label (rAC-GAN). With
+``T`` the identity every term reduces exactly to the plain loss.
+
+On CUDA the trainer keeps the whole dataset on the device, runs under bf16 autocast with
+channels-last tensors and draws every random number (batches, latents, labels, label
+noise, augmentation) on the device, so a step never waits for the host; losses are summed
+on the device and read back only every ``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from models.device import autocast, configure_cpu_threads, pick_device
+
+NOISE_MODES = ("sample", "soft")
+AUGMENTATIONS = ("translation", "cutout")
+MIN_SIZE, MAX_SIZE = 8, 64
+
+
+# ---------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class GANConfig:
+    """Everything that fixes a GAN run: architecture, optimiser, budget and seed.
+
+    Parameters
+    ----------
+    image_shape : (C, H, W) of the data; H and W in 8..64.
+    n_classes : number of classes ``K``.
+    z_dim : latent size.
+    width : base channel count; the generator's first map has ``width * 2**(n_up - 1)``
+        channels and every upsampling halves it; the discriminator mirrors this.
+    steps : generator updates (the fixed budget); each is preceded by ``n_dis``
+        discriminator updates.
+    batch_size : images per update.
+    lr_g, lr_d, beta1, beta2 : Adam settings.
+    n_dis : discriminator updates per generator update.
+    ema_decay : decay of the generator's exponential moving average (ramped up from 0 over
+        the first steps, so a short run is not dominated by its random start).
+    augment : DiffAugment policy applied to every image the discriminator sees, a comma-
+        separated subset of ``"translation"`` and ``"cutout"`` (``""``: off); keeps it
+        from memorising a few thousand images. Cutout can hide what makes a digit its
+        class, so the default translates only.
+    minibatch_std : give the discriminator a minibatch standard-deviation channel.
+    mode_seeking : weight of the mode-seeking regulariser (0: off); with it, each
+        generator batch is made of pairs sharing a label.
+    ac_weight : weight of the auxiliary classifier on the discriminator's features (0: a
+        pure projection discriminator). It learns the real images' labels (through ``T``
+        in the noise-aware arm) and the generator is asked to make its samples
+        classifiable as their label.
+    noise_mode : ``"sample"`` or ``"soft"``; how the noise-aware loss applies ``T``.
+    log_every : steps between loss-log rows (the only points where the trainer reads
+        values back from the device).
+    checkpoint_every : steps between checkpoints when a checkpoint folder is given
+        (0: only the final one).
+    seed : seeds weights, latents, batches and label noise.
+    """
+
+    image_shape: tuple[int, int, int]
+    n_classes: int
+    z_dim: int = 64
+    width: int = 32
+    steps: int = 2000
+    batch_size: int = 64
+    lr_g: float = 5e-4
+    lr_d: float = 5e-4
+    beta1: float = 0.0
+    beta2: float = 0.99
+    n_dis: int = 1
+    ema_decay: float = 0.999
+    augment: str = "translation"
+    minibatch_std: bool = True
+    mode_seeking: float = 0.1
+    ac_weight: float = 1.0
+    noise_mode: str = "sample"
+    log_every: int = 50
+    checkpoint_every: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(s) for s in self.image_shape)
+        object.__setattr__(self, "image_shape", shape)
+        if len(shape) != 3 or shape[0] not in (1, 3, 4):
+            raise ValueError(
+                f"`image_shape` must be (C, H, W) with C in (1, 3, 4). Got {shape} instead."
+            )
+        if not all(MIN_SIZE <= s <= MAX_SIZE for s in shape[1:]):
+            raise ValueError(
+                f"`image_shape` height and width must be in [{MIN_SIZE}, {MAX_SIZE}]. "
+                f"Got {shape[1:]} instead."
+            )
+        checks = {
+            "n_classes": (self.n_classes, 2),
+            "z_dim": (self.z_dim, 1),
+            "width": (self.width, 1),
+            "steps": (self.steps, 1),
+            "batch_size": (self.batch_size, 2),
+            "n_dis": (self.n_dis, 1),
+            "log_every": (self.log_every, 1),
+            "checkpoint_every": (self.checkpoint_every, 0),
+        }
+        for name, (value, low) in checks.items():
+            if int(value) != value or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}. Got {value!r} instead.")
+        unknown = set(filter(None, self.augment.split(","))) - set(AUGMENTATIONS)
+        if unknown:
+            raise ValueError(
+                f"`augment` must be a comma-separated subset of {AUGMENTATIONS}. "
+                f"Got {self.augment!r} instead."
+            )
+        if self.mode_seeking < 0:
+            raise ValueError(f"`mode_seeking` must be >= 0. Got {self.mode_seeking} instead.")
+        if self.ac_weight < 0:
+            raise ValueError(f"`ac_weight` must be >= 0. Got {self.ac_weight} instead.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"`ema_decay` must be in [0, 1). Got {self.ema_decay} instead.")
+        if self.noise_mode not in NOISE_MODES:
+            raise ValueError(
+                f"`noise_mode` must be one of {NOISE_MODES}. Got {self.noise_mode!r} instead."
+            )
+
+    @classmethod
+    def for_data(
+        cls,
+        image_shape: tuple[int, ...],
+        n_classes: int,
+        *,
+        device: str | torch.device | None = "cpu",
+        **overrides: Any,
+    ) -> GANConfig:
+        """A config sized for the data and the device.
+
+        ``image_shape`` is a dataset's ``(H, W)`` or ``(H, W, C)``. On CUDA the networks
+        are wider and the batches larger; on CPU both are sized for a couple of cores.
+        ``overrides`` replace any field.
+        """
+        shape = tuple(int(s) for s in image_shape)
+        if len(shape) == 2:
+            chw = (1, shape[0], shape[1])
+        elif len(shape) == 3:
+            chw = (shape[2], shape[0], shape[1])
+        else:
+            raise ValueError(f"`image_shape` must be (H, W) or (H, W, C). Got {shape} instead.")
+        cuda = torch.device(device).type == "cuda" if device not in (None, "auto") else False
+        if device in (None, "auto"):
+            cuda = torch.cuda.is_available()
+        base = {"width": 64, "batch_size": 256, "z_dim": 128} if cuda else {}
+        if max(chw[1:]) <= 16 and not cuda:
+            base.update(width=32, z_dim=32)
+        return cls(image_shape=chw, n_classes=int(n_classes), **{**base, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["image_shape"] = list(self.image_shape)
+        return out
+
+
+def layout(height: int, width: int) -> tuple[int, int, int]:
+    """``(n_up, s0h, s0w)``: upsamplings and the starting map size for an ``H x W`` image.
+
+    ``n_up = floor(log2(min(H, W) / 4))`` (at least 1) and ``s0 = ceil(size / 2**n_up)``, so
+    the generated map is at least as large as the image and is centre-cropped to it:
+    8 -> (1, 4, 4), 28 -> (2, 7, 7), 32 -> (3, 4, 4), 64 -> (4, 4, 4).
+    """
+    n_up = max(1, int(math.floor(math.log2(min(height, width) / 4))))
+    return n_up, math.ceil(height / 2**n_up), math.ceil(width / 2**n_up)
+
+
+# ---------------------------------------------------------------------------- networks
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift are looked up per class: ``(N, C, H, W)``, ``(N,)``."""
+
+    def __init__(self, channels: int, n_classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.embed = nn.Embedding(n_classes, 2 * channels)
+        nn.init.zeros_(self.embed.weight)  # starts as plain batch norm (scale 1, shift 0)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.embed(y).chunk(2, dim=1)  # (N, C) each
+        return self.bn(x) * (1.0 + gamma[:, :, None, None]) + beta[:, :, None, None]
+
+
+class Generator(nn.Module):
+    """``(z (N, z_dim), y (N,)) -> images (N, C, H, W)`` in ``[-1, 1]``."""
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__()
+        c_img, h, w = config.image_shape
+        self.out_hw = (h, w)
+        self.n_up, self.s0h, self.s0w = layout(h, w)
+        chans = [config.width * 2 ** (self.n_up - 1 - i) for i in range(self.n_up)]
+        self.c0 = chans[0]
+        self.embed = nn.Embedding(config.n_classes, config.z_dim)
+        self.fc = nn.Linear(2 * config.z_dim, self.c0 * self.s0h * self.s0w)
+        self.bn0 = ConditionalBatchNorm2d(self.c0, config.n_classes)
+        self.ups = nn.ModuleList()
+        self.bns = nn.ModuleList()
+        for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):
+            self.ups.append(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False))
+            self.bns.append(ConditionalBatchNorm2d(c_out, config.n_classes))
+        self.to_img = nn.ConvTranspose2d(chans[-1], c_img, 4, 2, 1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, self.embed(y)], dim=1))  # (N, c0 * s0h * s0w)
+        h = h.view(-1, self.c0, self.s0h, self.s0w)
+        h = F.relu(self.bn0(h, y))
+        for up, bn in zip(self.ups, self.bns, strict=True):
+            h = F.relu(bn(up(h), y))  # (N, c, 2s, 2s)
+        x = torch.tanh(self.to_img(h))  # (N, C, s0h * 2**n_up, s0w * 2**n_up)
+        top = (x.shape[2] - self.out_hw[0]) // 2
+        left = (x.shape[3] - self.out_hw[1]) // 2
+        return x[:, :, top : top + self.out_hw[0], left : left + self.out_hw[1]]
+
+
+def minibatch_stddev(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """Append the mean feature standard deviation over groups of samples as one channel.
+
+    ``h (N, C, H, W) -> (N, C + 1, H, W)`` (Karras et al., 2018). A generator that ignores
+    its latent produces groups with too little spread, which the discriminator can see.
+    The group size is the largest of ``group, 2, 1`` dividing ``N``.
+    """
+    n = h.shape[0]
+    g = next(s for s in (group, 2, 1) if n % s == 0 and s <= n)
+    hs = h.float().reshape(g, n // g, *h.shape[1:])
+    var = (hs - hs.mean(dim=0)).square().mean(dim=0)  # (N / g, C, H, W); faster than .var
+    sd = (var + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (N / g,)
+    sd = sd.repeat(g).reshape(n, 1, 1, 1).expand(n, 1, h.shape[2], h.shape[3]).to(h.dtype)
+    return torch.cat([h, sd], dim=1)
+
+
+class Discriminator(nn.Module):
+    """Projection discriminator: ``(x (N, C, H, W), y) -> scores (N,)``.
+
+    ``y`` is either class indices ``(N,)`` or label distributions ``(N, K)``; for the
+    latter the class embedding is the distribution's expectation ``y @ E``.
+    """
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__()
+        c_img, h, w = config.image_shape
+        n_down, _, _ = layout(h, w)
+        chans = [config.width * 2**i for i in range(n_down)]
+        layers: list[nn.Module] = []
+        c_in = c_img
+        for c_out in chans:
+            layers += [spectral_norm(nn.Conv2d(c_in, c_out, 4, 2, 1)), nn.LeakyReLU(0.1)]
+            c_in = c_out
+        self.body = nn.Sequential(*layers)
+        self.mbstd = bool(config.minibatch_std)
+        self.last = spectral_norm(nn.Conv2d(c_in + int(self.mbstd), 2 * c_in, 3, 1, 1))
+        self.n_features = 2 * c_in
+        self.linear = spectral_norm(nn.Linear(self.n_features, 1))
+        self.embed = spectral_norm(nn.Embedding(config.n_classes, self.n_features))
+        self.classifier = nn.Linear(self.n_features, config.n_classes)  # auxiliary head
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, *, with_logits: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Scores ``(N,)``; with ``with_logits`` also the auxiliary class logits ``(N, K)``."""
+        h = self.body(x)  # (N, C', H', W')
+        if self.mbstd:
+            h = minibatch_stddev(h)
+        h = F.leaky_relu(self.last(h), 0.1)  # (N, F, H', W')
+        phi = h.sum(dim=(2, 3))  # (N, F)
+        if y.dtype.is_floating_point:
+            emb = y.to(phi.dtype) @ self.embed.weight.to(phi.dtype)  # (N, K) @ (K, F)
+        else:
+            emb = self.embed(y)  # (N, F)
+        scores = self.linear(phi).squeeze(1) + (emb * phi).sum(dim=1)
+        if not with_logits:
+            return scores
+        return scores, self.classifier(phi / (h.shape[2] * h.shape[3]))
+
+
+def diff_augment(
+    x: torch.Tensor,
+    policy: str = "translation,cutout",
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Differentiable augmentation (Zhao et al., 2020) of ``x (N, C, H, W)``.
+
+    ``policy`` is a comma-separated subset of :data:`AUGMENTATIONS`: ``translation`` shifts
+    every image by up to 1/8 of its size (filling with -1), ``cutout`` sets one square of
+    half its size to 0. Applied to real and fake images alike before the discriminator, so
+    it cannot memorise a small training set while the generator still learns the
+    un-augmented distribution. Random numbers come from ``generator`` on ``x``'s device
+    (no host synchronisation).
+    """
+    parts = set(filter(None, policy.split(",")))
+    n, _, h, w = x.shape
+    dev = x.device
+    gy = torch.arange(h, device=dev).view(1, h, 1)
+    gx = torch.arange(w, device=dev).view(1, 1, w)
+    out = x
+    if "translation" in parts:
+        sh, sw = max(1, h // 8), max(1, w // 8)
+        ty = torch.randint(-sh, sh + 1, (n, 1, 1), device=dev, generator=generator)
+        tx = torch.randint(-sw, sw + 1, (n, 1, 1), device=dev, generator=generator)
+        src_y = (gy - ty).clamp(-1, h) + 1  # (N, H, 1) rows of the padded image
+        src_x = (gx - tx).clamp(-1, w) + 1  # (N, 1, W)
+        padded = F.pad(out, (1, 1, 1, 1), value=-1.0)  # (N, C, H + 2, W + 2)
+        batch = torch.arange(n, device=dev).view(n, 1, 1)
+        out = padded.permute(0, 2, 3, 1)[batch, src_y, src_x].permute(0, 3, 1, 2)
+    if "cutout" in parts:
+        ch, cw = h // 2, w // 2
+        cy = torch.randint(0, h - ch + 1, (n, 1, 1), device=dev, generator=generator)
+        cx = torch.randint(0, w - cw + 1, (n, 1, 1), device=dev, generator=generator)
+        keep = ~(((gy - cy) >= 0) & ((gy - cy) < ch) & ((gx - cx) >= 0) & ((gx - cx) < cw))
+        out = out * keep.unsqueeze(1).to(out.dtype)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def mode_seeking_loss(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Mode-seeking regulariser (Mao et al., 2019) for pairs sharing a label.
+
+    The first and second halves of ``x (N, C, H, W)`` were generated from the same labels
+    with latents ``z (N, Z)``; returns ``1 / (mean|x1 - x2| / mean|z1 - z2| + 1e-5)``, small
+    when different latents give different images.
+    """
+    half = x.shape[0] // 2
+    dx = (x[:half].float() - x[half : 2 * half].float()).abs().mean(dim=(1, 2, 3))
+    dz = (z[:half] - z[half : 2 * half]).abs().mean(dim=1)
+    return 1.0 / ((dx / dz).mean() + 1e-5)
+
+
+# ---------------------------------------------------------------------------- losses
+def check_transition(transition: np.ndarray | torch.Tensor, n_classes: int) -> np.ndarray:
+    """Validate a ``(K, K)`` row-stochastic transition matrix and return it as float64."""
+    t = np.asarray(transition.cpu() if torch.is_tensor(transition) else transition, dtype=float)
+    if t.shape != (n_classes, n_classes):
+        raise ValueError(
+            f"`transition` must have shape ({n_classes}, {n_classes}). Got {t.shape} instead."
+        )
+    if not np.all(np.isfinite(t)) or t.min() < 0:
+        raise ValueError("`transition` must hold finite, non-negative probabilities.")
+    if not np.allclose(t.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError(
+            "`transition` rows must sum to 1 (T[i, j] = P(observed j | true i)). "
+            f"Got row sums {np.round(t.sum(axis=1), 3).tolist()} instead."
+        )
+    return t / t.sum(axis=1, keepdims=True)
+
+
+def noisy_labels(
+    y: torch.Tensor,
+    transition: torch.Tensor | None,
+    *,
+    mode: str = "sample",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pass clean labels ``y (N,)`` through ``T (K, K)``.
+
+    ``mode="sample"`` draws ``y' ~ T[y]`` (int64 ``(N,)``) by inverse-CDF sampling on the
+    labels' device, with no host synchronisation; ``mode="soft"`` returns the distributions
+    ``T[y]`` (float ``(N, K)``). ``transition=None`` returns ``y`` unchanged.
+    """
+    if transition is None:
+        return y
+    rows = transition[y]  # (N, K)
+    if mode == "soft":
+        return rows
+    if mode != "sample":
+        raise ValueError(f"`mode` must be one of {NOISE_MODES}. Got {mode!r} instead.")
+    u = 1.0 - torch.rand(y.shape[0], 1, device=y.device, generator=generator)  # (0, 1]
+    cdf = rows.cumsum(dim=1)
+    return (cdf < u).sum(dim=1).clamp_(max=transition.shape[0] - 1)
+
+
+def noisy_cross_entropy(
+    logits: torch.Tensor, observed: torch.Tensor, transition: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy of observed (noisy) labels under a clean-label classifier.
+
+    ``logits (N, K)`` model the clean label; with ``transition (K, K)`` the observed label's
+    probability is ``(softmax(logits) @ T)[s]`` (forward loss correction, Patrini et al.,
+    2017), computed in log space so that ``T`` = identity gives exactly the plain
+    cross-entropy.
+    """
+    logp = F.log_softmax(logits.float(), dim=1)  # (N, K) clean
+    if transition is not None:
+        logp = torch.logsumexp(logp[:, :, None] + transition.log()[None], dim=1)  # (N, K) noisy
+    return F.nll_loss(logp, observed)
+
+
+def discriminator_loss(
+    disc: Discriminator,
+    x_real: torch.Tensor,
+    y_real: torch.Tensor,
+    x_fake: torch.Tensor,
+    y_fake: torch.Tensor,
+    *,
+    transition: torch.Tensor | None = None,
+    mode: str = "sample",
+    generator: torch.Generator | None = None,
+    ac_weight: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hinge loss of the discriminator; returns ``(loss, mean D(real), mean D(fake))``.
+
+    Real images are scored with their observed labels, fakes with their (clean) labels
+    passed through ``transition`` when one is given. With ``ac_weight > 0`` the auxiliary
+    classifier also learns the real images' labels, through ``transition``
+    (:func:`noisy_cross_entropy`), so that it models the clean labels.
+    """
+    if ac_weight > 0:
+        d_real, logits = disc(x_real, y_real, with_logits=True)
+    else:
+        d_real = disc(x_real, y_real)
+    d_real = d_real.float()
+    d_fake = disc(x_fake, noisy_labels(y_fake, transition, mode=mode, generator=generator))
+    d_fake = d_fake.float()
+    loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+    if ac_weight > 0:
+        loss = loss + ac_weight * noisy_cross_entropy(logits, y_real, transition)
+    return loss, d_real.mean(), d_fake.mean()
+
+
+def generator_loss(
+    disc: Discriminator,
+    x_fake: torch.Tensor,
+    y_fake: torch.Tensor,
+    *,
+    transition: torch.Tensor | None = None,
+    mode: str = "sample",
+    generator: torch.Generator | None = None,
+    ac_weight: float = 0.0,
+) -> torch.Tensor:
+    """Hinge loss of the generator, ``-mean D(G(z, y), T(y))``.
+
+    With ``ac_weight > 0``, plus the auxiliary classifier's cross-entropy of the clean
+    labels ``y`` (the classifier models clean labels; rAC-GAN, Kaneko et al., 2019).
+    """
+    y_seen = noisy_labels(y_fake, transition, mode=mode, generator=generator)
+    if ac_weight <= 0:
+        return -disc(x_fake, y_seen).float().mean()
+    scores, logits = disc(x_fake, y_seen, with_logits=True)
+    return -scores.float().mean() + ac_weight * noisy_cross_entropy(logits, y_fake)
+
+
+# ---------------------------------------------------------------------------- conversions
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W[, C])`` -> float32 ``(N, C, H, W)`` in ``[-1, 1]`` (on the CPU)."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    else:
+        x = x.permute(0, 3, 1, 2)
+    return x.float().div_(127.5).sub_(1.0).contiguous()
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float ``(N, C, H, W)`` in ``[-1, 1]`` -> uint8 ``(N, H, W)`` (C=1) or ``(N, H, W, C)``."""
+    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()
+    if x.shape[1] == 1:
+        return x[:, 0].numpy()
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+# ---------------------------------------------------------------------------- trainer
+LOG_COLUMNS = ("step", "epoch", "images_seen", "seconds", "loss_d", "loss_g", "d_real", "d_fake")
+
+
+@dataclass
+class _Run:
+    seconds: float = 0.0
+    images_seen: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class GANTrainer:
+    """Train a conditional GAN for a fixed number of steps.
+
+    Parameters
+    ----------
+    config : the run's :class:`GANConfig`.
+    device : ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+    progress : print a line per epoch (and at every log point of runs shorter than an
+        epoch) to stderr.
+    log : where progress lines go instead of stderr.
+    name : prefix of the progress lines (e.g. the arm's name).
+
+    Attributes (after :meth:`fit`)
+    -------------------------------
+    generator_ : the trained generator (train mode).
+    generator_ema_ : the moving average of its weights (eval mode); used for sampling.
+    discriminator_ : the trained discriminator.
+    history_ : loss log, one row per ``log_every`` steps, columns :data:`LOG_COLUMNS`.
+    seconds_ : training wall time. images_per_second_ : real images the discriminator
+        consumed per second of training (``steps * n_dis * batch_size / seconds_``).
+    """
+
+    def __init__(
+        self,
+        config: GANConfig,
+        *,
+        device: str | torch.device | None = "auto",
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+        name: str = "gan",
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.progress = progress
+        self.log = log
+        self.name = name
+
+    # ------------------------------------------------------------------ helpers
+    def _say(self, line: str) -> None:
+        if not self.progress:
+            return
+        if self.log is not None:
+            self.log(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def _build(self, dev: torch.device) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.generator_ = Generator(cfg).to(dev)
+        self.discriminator_ = Discriminator(cfg).to(dev)
+        self.generator_ema_ = Generator(cfg).to(dev)
+        self.generator_ema_.load_state_dict(self.generator_.state_dict())
+        self.generator_ema_.eval().requires_grad_(False)
+        if dev.type == "cuda":
+            for net in (self.generator_, self.discriminator_, self.generator_ema_):
+                net.to(memory_format=torch.channels_last)
+        fused = dev.type == "cuda"
+        self.opt_g_ = torch.optim.Adam(
+            self.generator_.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), fused=fused
+        )
+        self.opt_d_ = torch.optim.Adam(
+            self.discriminator_.parameters(),
+            lr=cfg.lr_d,
+            betas=(cfg.beta1, cfg.beta2),
+            fused=fused,
+        )
+
+    @torch.no_grad()
+    def _update_ema(self, step: int) -> None:
+        decay = min(self.config.ema_decay, (1.0 + step) / (10.0 + step))
+        ema = list(self.generator_ema_.parameters())
+        cur = list(self.generator_.parameters())
+        torch._foreach_lerp_(ema, cur, 1.0 - decay)
+        for b_ema, b in zip(self.generator_ema_.buffers(), self.generator_.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        transition: np.ndarray | None = None,
+        checkpoint_dir: str | Path | None = None,
+    ) -> GANTrainer:
+        """Train on uint8 ``images (N, H, W[, C])`` with int ``labels (N,)``.
+
+        ``transition (K, K)`` (rows sum to 1) turns on the noise-aware loss.
+        """
+        cfg = self.config
+        images = np.asarray(images)
+        labels = np.asarray(labels)
+        if images.dtype != np.uint8:
+            raise ValueError(f"`images` must be uint8. Got {images.dtype} instead.")
+        hw = images.shape[1:3]
+        c = 1 if images.ndim == 3 else images.shape[3]
+        if (c, *hw) != cfg.image_shape:
+            raise ValueError(
+                f"`images` must have shape (N, {cfg.image_shape[1]}, {cfg.image_shape[2]}"
+                f"{'' if cfg.image_shape[0] == 1 else ', ' + str(cfg.image_shape[0])}) "
+                f"for this config. Got {images.shape} instead."
+            )
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"`labels` must have shape ({images.shape[0]},). Got {labels.shape}.")
+        if labels.min() < 0 or labels.max() >= cfg.n_classes:
+            raise ValueError(f"`labels` must be in 0..{cfg.n_classes - 1}.")
+        n = images.shape[0]
+        batch = min(cfg.batch_size, n)
+        dev = pick_device(self.device if not isinstance(self.device, torch.device) else str(
+            self.device
+        ))
+        if dev.type == "cpu":
+            configure_cpu_threads()
+        self.device_ = dev
+        self._build(dev)
+        t_mat = None
+        if transition is not None:
+            t_np = check_transition(transition, cfg.n_classes)
+            seen = np.unique(labels)
+            impossible = seen[t_np[:, seen].sum(axis=0) <= 0]
+            if impossible.size:
+                raise ValueError(
+                    f"`transition` gives observed label(s) {impossible.tolist()} probability 0 "
+                    "from every true class."
+                )
+            t_mat = torch.tensor(t_np, dtype=torch.float32).to(dev)
+        self.transition_ = t_mat
+
+        # whole dataset resident on the device
+        x_all = to_tensor(images).to(dev)
+        if dev.type == "cuda":
+            x_all = x_all.contiguous(memory_format=torch.channels_last)
+        y_all = torch.from_numpy(labels.astype(np.int64)).to(dev)
+
+        g_data = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # batches, z, y_g
+        g_noise = torch.Generator(device=dev).manual_seed(cfg.seed + 2)  # label noise only
+        g_aug = torch.Generator(device=dev).manual_seed(cfg.seed + 3)  # augmentation only
+
+        def aug(x: torch.Tensor) -> torch.Tensor:
+            return diff_augment(x, cfg.augment, generator=g_aug) if cfg.augment else x
+
+        steps_per_epoch = max(1, n // batch)
+        perm = torch.randperm(n, device=dev, generator=g_data)
+        cursor = 0
+        epoch = 0
+
+        def next_real() -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal perm, cursor, epoch
+            if cursor + batch > n:
+                perm = torch.randperm(n, device=dev, generator=g_data)
+                cursor = 0
+                epoch += 1
+            idx = perm[cursor : cursor + batch]
+            cursor += batch
+            return x_all[idx], y_all[idx]
+
+        def fake_labels(paired: bool = False) -> torch.Tensor:
+            # clean labels for the generator, drawn from the observed label marginal;
+            # paired: the second half repeats the first (for the mode-seeking term)
+            if not paired:
+                return y_all[torch.randint(n, (batch,), device=dev, generator=g_data)]
+            half = y_all[torch.randint(n, (batch - batch // 2,), device=dev, generator=g_data)]
+            return torch.cat([half, half])[:batch]
+
+        acc = torch.zeros(4, device=dev)
+        acc_n = 0
+        run = _Run()
+        mode = cfg.noise_mode
+        self._say(
+            f"[{self.name}] training {cfg.steps} steps, batch {batch}, {n} images "
+            f"({steps_per_epoch} steps/epoch) on {dev}"
+            + (" with noise-aware loss" if t_mat is not None else "")
+        )
+        ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        last_epoch_logged = -1
+        for step in range(cfg.steps):
+            for _ in range(cfg.n_dis):
+                x_real, y_real = next_real()
+                z = torch.randn(batch, cfg.z_dim, device=dev, generator=g_data)
+                y_g = fake_labels()
+                with autocast(dev):
+                    with torch.no_grad():
+                        x_fake = self.generator_(z, y_g)
+                    loss_d, d_real, d_fake = discriminator_loss(
+                        self.discriminator_,
+                        aug(x_real),
+                        y_real,
+                        aug(x_fake),
+                        y_g,
+                        transition=t_mat,
+                        mode=mode,
+                        generator=g_noise,
+                        ac_weight=cfg.ac_weight,
+                    )
+                self.opt_d_.zero_grad(set_to_none=True)
+                loss_d.backward()
+                self.opt_d_.step()
+            z = torch.randn(batch, cfg.z_dim, device=dev, generator=g_data)
+            y_g = fake_labels(paired=cfg.mode_seeking > 0)
+            with autocast(dev):
+                x_gen = self.generator_(z, y_g)
+                loss_g = generator_loss(
+                    self.discriminator_,
+                    aug(x_gen),
+                    y_g,
+                    transition=t_mat,
+                    mode=mode,
+                    generator=g_noise,
+                    ac_weight=cfg.ac_weight,
+                )
+                if cfg.mode_seeking > 0:
+                    loss_g = loss_g + cfg.mode_seeking * mode_seeking_loss(x_gen, z)
+            self.opt_g_.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g_.step()
+            self._update_ema(step)
+            acc += torch.stack([loss_d.detach(), loss_g.detach(), d_real.detach(), d_fake.detach()])
+            acc_n += 1
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                vals = (acc / acc_n).tolist()  # the only host sync of the loop
+                acc.zero_()
+                acc_n = 0
+                elapsed = time.perf_counter() - t0
+                row = {
+                    "step": done,
+                    "epoch": done / steps_per_epoch,
+                    "images_seen": done * cfg.n_dis * batch,
+                    "seconds": elapsed,
+                    "loss_d": vals[0],
+                    "loss_g": vals[1],
+                    "d_real": vals[2],
+                    "d_fake": vals[3],
+                }
+                run.history.append(row)
+                if not all(math.isfinite(v) for v in vals):
+                    raise FloatingPointError(
+                        f"[{self.name}] losses stopped being finite at step {done}: {vals}"
+                    )
+                if epoch != last_epoch_logged or steps_per_epoch > cfg.log_every or (
+                    done == cfg.steps
+                ):
+                    last_epoch_logged = epoch
+                    self._say(
+                        f"[{self.name}] step {done}/{cfg.steps} epoch {row['epoch']:.1f} "
+                        f"loss_d {vals[0]:.3f} loss_g {vals[1]:.3f} "
+                        f"D(real) {vals[2]:+.2f} D(fake) {vals[3]:+.2f} "
+                        f"{row['images_seen'] / max(elapsed, 1e-9):.0f} img/s"
+                    )
+            if ckpt_dir is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
+                self.save_checkpoint(ckpt_dir / f"{self.name}.pt", step=done)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        run.seconds = time.perf_counter() - t0
+        run.images_seen = cfg.steps * cfg.n_dis * batch
+        self.seconds_ = run.seconds
+        self.images_per_second_ = run.images_seen / max(run.seconds, 1e-9)
+        self.history_ = pd.DataFrame(run.history, columns=list(LOG_COLUMNS))
+        self.steps_ = cfg.steps
+        self.batch_size_ = batch
+        if ckpt_dir is not None:
+            self.save_checkpoint(ckpt_dir / f"{self.name}.pt", step=cfg.steps)
+        return self
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        labels: np.ndarray,
+        *,
+        z: np.ndarray | torch.Tensor | None = None,
+        seed: int = 0,
+        batch_size: int = 1024,
+    ) -> np.ndarray:
+        """uint8 images ``(N, H, W[, C])`` from the EMA generator for ``labels (N,)``.
+
+        ``z (N, z_dim)`` fixes the latents (e.g. the same latent per column of a grid);
+        otherwise they are drawn from a generator seeded with ``seed``.
+        """
+        return sample(self.generator_ema_, labels, z=z, seed=seed, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | Path, *, step: int) -> Path:
+        """Write the networks, optimisers and config (tensors and plain types only)."""
+        from pipeline import atomic
+
+        state = {
+            "config": self.config.to_dict(),
+            "step": int(step),
+            "generator": self.generator_.state_dict(),
+            "generator_ema": self.generator_ema_.state_dict(),
+            "discriminator": self.discriminator_.state_dict(),
+            "opt_g": self.opt_g_.state_dict(),
+            "opt_d": self.opt_d_.state_dict(),
+            "transition": None if self.transition_ is None else self.transition_.cpu(),
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        return atomic.write_bytes(path, buf.getvalue())
+
+
+@torch.no_grad()
+def sample(
+    gen: Generator,
+    labels: np.ndarray,
+    *,
+    z: np.ndarray | torch.Tensor | None = None,
+    seed: int = 0,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """uint8 images ``(N, H, W[, C])`` from ``gen`` (put in eval mode) for ``labels (N,)``."""
+    gen.eval()
+    dev = next(gen.parameters()).device
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    n = y.shape[0]
+    z_dim = gen.embed.embedding_dim
+    if z is None:
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(n, z_dim, generator=g)
+    z = torch.as_tensor(z, dtype=torch.float32)
+    if z.shape != (n, z_dim):
+        raise ValueError(f"`z` must have shape ({n}, {z_dim}). Got {tuple(z.shape)} instead.")
+    out = []
+    for i in range(0, n, batch_size):
+        with autocast(dev):
+            x = gen(z[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev))
+        out.append(to_uint8(x))
+    if not out:
+        return np.zeros((0, *gen.out_hw), dtype=np.uint8)
+    return np.concatenate(out)
+
+
+def load_generator(
+    path: str | Path, *, device: str | torch.device | None = "cpu", ema: bool = True
+) -> tuple[Generator, GANConfig]:
+    """Load a checkpoint written by :meth:`GANTrainer.save_checkpoint` (weights only)."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    cfg_dict = dict(state["config"])
+    cfg_dict["image_shape"] = tuple(cfg_dict["image_shape"])
+    config = GANConfig(**cfg_dict)
+    gen = Generator(config)
+    gen.load_state_dict(state["generator_ema" if ema else "generator"])
+    dev = pick_device(device if not isinstance(device, torch.device) else str(device))
+    return gen.to(dev).eval(), config
+

@@ -1,0 +1,499 @@
+"""The generate-and-compare stage: the same conditional GAN on dirty and on cleaned data.
+
+Three arms, same architecture, same seed, same number of steps:
+
+``dirty``        the raw dataset with its given labels;
+``clean``        the cleaned dataset (drops and relabels applied);
+``noise_aware``  the raw dataset, with the generator's labels passed through the estimated
+                 label-noise transition matrix before the discriminator sees them
+                 (Thekumparampil et al., 2018; Kaneko et al., 2019; see :mod:`models.gan`).
+
+Before any GAN is trained a trusted slice is held out (:func:`pipeline.split.trusted_split`):
+its judge-train part trains the judge classifier, its judge-test part is the real
+reference of every metric (:mod:`pipeline.evaluate`). No arm trains on either part.
+
+The noise matrix is the detection stage's estimate (cleanlab's confident joint),
+``T[y, s] = P(given label s | true label y)`` (rows sum to 1; cleanlab's own
+column-stochastic ``noise_matrix`` is accepted and transposed), made on the whole dataset.
+It is re-estimated for the data the arm actually trains on: holding out believed-clean
+samples raises the share of noisy labels among the rest, so the counts of the held-out
+samples are taken off the diagonal of the estimated joint before normalising
+(:func:`transition_for_training`).
+
+Outputs (``out_dir``, each file written atomically)
+---------------------------------------------------
+``metrics.json``          see :func:`compare_gans`
+``samples_<arm>.png``     a grid per arm: one row per class, one column per latent; the same
+                          latent in the same column of every arm, so cells compare one to one
+``comparison.png``        the arms' grids side by side with their headline metrics
+``loss_curves.png``       discriminator and generator losses per arm
+``losses.csv``, ``losses.json``  the loss logs
+``checkpoints/<arm>.pt``  the trained networks (``torch.load(..., weights_only=True)``)
+``judge.pt``              the judge
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import atomic
+from pipeline.dataset import Dataset
+from pipeline.errors import DataError
+from pipeline.split import TrustedSplit, stratified_take, trusted_split
+
+ARMS = ("dirty", "clean", "noise_aware")
+ARM_TITLES = {"dirty": "dirty", "clean": "cleaned", "noise_aware": "noise-aware"}
+
+
+# ---------------------------------------------------------------------------- transition
+def transition_from_noise_matrix(noise_matrix: np.ndarray) -> np.ndarray:
+    """The GAN transition ``T[y, s] = P(given s | true y)`` (rows sum to 1).
+
+    Accepts the detection stage's ``noise_matrix.npy``, which is already in this convention
+    (rows sum to 1), or cleanlab's own ``noise_matrix[s, y]`` (columns sum to 1), which is
+    transposed. A matrix whose rows sum to 1 is always read as ``T``.
+
+    Raises
+    ------
+    DataError
+        Not a square, finite, non-negative matrix with rows or columns summing to 1.
+    """
+    nm = np.asarray(noise_matrix, dtype=float)
+    if nm.ndim != 2 or nm.shape[0] != nm.shape[1]:
+        raise DataError(f"`noise_matrix` must be a (K, K) array. Got shape {nm.shape} instead.")
+    if not np.all(np.isfinite(nm)) or nm.min() < 0:
+        raise DataError("`noise_matrix` must hold finite, non-negative probabilities.")
+    rows, cols = nm.sum(axis=1), nm.sum(axis=0)
+    if np.allclose(rows, 1.0, atol=1e-3):
+        return nm / rows[:, None]
+    if np.allclose(cols, 1.0, atol=1e-3):
+        return (nm / cols[None, :]).T.copy()
+    raise DataError(
+        "`noise_matrix` rows (T[true, given]) or columns (cleanlab's P(given | true)) must "
+        f"sum to 1. Got row sums {np.round(rows, 3).tolist()} instead."
+    )
+
+
+def transition_for_training(
+    transition: np.ndarray,
+    observed_labels: np.ndarray,
+    removed_labels: np.ndarray,
+) -> np.ndarray:
+    """Re-estimate ``T (K, K)`` after believed-clean samples were held out.
+
+    Parameters
+    ----------
+    transition : ``T[y, s] = P(given s | true y)`` estimated on the whole dataset.
+    observed_labels : given labels of the whole dataset, ``(N,)``.
+    removed_labels : given labels of the held-out (believed-clean: given == true)
+        samples, ``(M,)``.
+
+    Returns
+    -------
+    ``(K, K)`` row-stochastic matrix for the remaining ``N - M`` samples: the true-class
+    counts ``n_y`` solve ``counts_s = sum_y n_y T[y, s]`` (least squares, clipped at 0),
+    the joint ``n_y T[y, s]`` loses the held-out counts on its diagonal, and each row is
+    renormalised.
+    """
+    t = np.asarray(transition, dtype=float)
+    k = t.shape[0]
+    counts = np.bincount(np.asarray(observed_labels, dtype=np.int64), minlength=k).astype(float)
+    removed = np.bincount(np.asarray(removed_labels, dtype=np.int64), minlength=k).astype(float)
+    n_true = np.clip(np.linalg.lstsq(t.T, counts, rcond=None)[0], 0.0, None)
+    joint = n_true[:, None] * t  # (K, K): true y -> given s
+    diag = np.diag(joint) - removed
+    joint[np.arange(k), np.arange(k)] = np.clip(diag, 1e-3 * np.maximum(np.diag(joint), 1e-9), None)
+    rows = joint.sum(axis=1, keepdims=True)
+    out = np.where(rows > 0, joint / np.where(rows > 0, rows, 1.0), np.eye(k))
+    return out / out.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------- pictures
+def grid_image(images: np.ndarray, n_rows: int, n_cols: int, *, pad: int = 2) -> np.ndarray:
+    """Tile ``images (n_rows * n_cols, H, W[, C])`` row by row into one uint8 picture."""
+    h, w = images.shape[1:3]
+    c = 1 if images.ndim == 3 else images.shape[3]
+    canvas = np.full(
+        (n_rows * (h + pad) + pad, n_cols * (w + pad) + pad, c), 96, dtype=np.uint8
+    )
+    for i in range(n_rows):
+        for j in range(n_cols):
+            img = images[i * n_cols + j]
+            img = img[:, :, None] if img.ndim == 2 else img
+            top, left = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[top : top + h, left : left + w] = img
+    return canvas[:, :, 0] if c == 1 else canvas
+
+
+def png_bytes(picture: np.ndarray, *, min_cell: int = 0, cell: int = 0) -> bytes:
+    """PNG of a uint8 picture, upscaled (nearest) by ``ceil(min_cell / cell)``."""
+    from PIL import Image
+
+    scale = max(1, math.ceil(min_cell / cell)) if min_cell and cell else 1
+    img = Image.fromarray(picture)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _figure_bytes(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def comparison_png(
+    grids: dict[str, np.ndarray], metrics: dict[str, dict[str, Any]], class_names: Sequence[str]
+) -> bytes:
+    """The arms' sample grids side by side, titled with label accuracy and FID."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = list(grids)
+    fig, axes = plt.subplots(1, len(arms), figsize=(4.2 * len(arms), 4.8), squeeze=False)
+    for ax, arm in zip(axes[0], arms, strict=True):
+        grid = grids[arm]
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255)
+        m = metrics.get(arm, {})
+        title = ARM_TITLES.get(arm, arm)
+        if "label_accuracy" in m:
+            title += f"\nlabel acc {m['label_accuracy']:.3f}  FID {m['fid']:.2f}"
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        n = len(class_names)
+        ax.set_yticks(np.linspace(0, grid.shape[0], n, endpoint=False) + grid.shape[0] / (2 * n))
+        ax.set_yticklabels(list(class_names), fontsize=7)
+    fig.suptitle("Samples per class (rows); same latent per column across arms", fontsize=10)
+    return _figure_bytes(fig)
+
+
+def loss_curves_png(history: dict[str, pd.DataFrame]) -> bytes:
+    """Discriminator and generator loss against step, one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for arm, frame in history.items():
+        label = ARM_TITLES.get(arm, arm)
+        axes[0].plot(frame["step"], frame["loss_d"], label=label)
+        axes[1].plot(frame["step"], frame["loss_g"], label=label)
+    titles = ("discriminator loss (hinge + classifier)", "generator loss (all terms)")
+    for ax, name in zip(axes, titles, strict=True):
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _figure_bytes(fig)
+
+
+# ---------------------------------------------------------------------------- the stage
+def _check_pair(dirty: Dataset, cleaned: Dataset) -> None:
+    if dirty.image_shape != cleaned.image_shape:
+        raise DataError(
+            f"The dirty and cleaned datasets must have the same image shape. Got "
+            f"{dirty.image_shape} and {cleaned.image_shape} instead."
+        )
+    if dirty.class_names != cleaned.class_names:
+        raise DataError("The dirty and cleaned datasets must have the same class names.")
+
+
+def _stratified_labels(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` labels drawn (stratified) to follow ``labels``' class proportions, sorted."""
+    reps = int(math.ceil(n / max(len(labels), 1)))
+    pool = np.tile(labels, reps)
+    taken, _ = stratified_take(pool, n, rng=np.random.default_rng(seed))
+    return np.sort(pool[taken]).astype(np.int64)
+
+
+def _label_noise_share(ds: Dataset) -> float | None:
+    if "true_label" not in ds.columns.columns:
+        return None
+    true = ds.columns["true_label"].to_numpy(dtype=np.int64)
+    return float(np.mean(true != ds.labels)) if len(ds) else None
+
+
+def compare_gans(
+    dirty: Dataset,
+    cleaned: Dataset,
+    issues: pd.DataFrame,
+    *,
+    noise_matrix: np.ndarray | None,
+    out_dir: str | Path,
+    steps: int,
+    device: str = "auto",
+    seed: int = 0,
+    vae_dir: str | Path | None = None,
+    progress: bool = True,
+    arms: Sequence[str] = ARMS,
+    trusted_fraction: float = 0.1,
+    judge_test_fraction: float = 0.3,
+    grid_columns: int = 8,
+    gan_options: dict[str, Any] | None = None,
+    judge_options: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train the same conditional GAN per arm and compare them on held-out real data.
+
+    Parameters
+    ----------
+    dirty : Dataset
+        The raw dataset (``N`` samples, given labels).
+    cleaned : Dataset
+        The cleaned dataset (a subset of ``dirty``'s ids, possibly relabelled).
+    issues : pandas.DataFrame
+        The detection table; decides the trusted slice when ``dirty`` has no ``injected``
+        column.
+    noise_matrix : ``(K, K)`` array or None, keyword-only
+        ``T[true, given]`` as in the detection stage's ``noise_matrix.npy`` (rows sum to 1;
+        see :func:`transition_from_noise_matrix`); ``None`` skips ``noise_aware``.
+    out_dir : path, keyword-only
+        The ``gan/`` folder of the run.
+    steps : int, keyword-only
+        Generator updates per arm.
+    device : {"auto", "cpu", "cuda", "cuda:N"}, keyword-only
+    seed : int, keyword-only
+        One seed for the split, the judge, every arm's weights/batches/latents.
+    vae_dir : path or None, keyword-only
+        The detection folder holding the VAE (``vae.pt``, ``vae.json``); adds each arm's
+        ``vae_flag_rate``.
+    progress : bool, keyword-only
+        Print progress lines (stderr, or ``log``).
+    arms : the arms to run, a subset of :data:`ARMS`.
+    trusted_fraction, judge_test_fraction : size of the trusted slice (fraction of ``N``)
+        and its judge-test share. The slice is kept small on purpose: it is taken from the
+        believed-clean samples, so every image held out raises the share of wrong labels
+        that the dirty and noise-aware arms train on (on MNIST with 50% noise, holding
+        out 25% of the data would leave 67% of the remaining labels wrong; 10% leaves
+        56%).
+    grid_columns : latents (columns) per sample grid.
+    gan_options : :class:`models.gan.GANConfig` fields to override (e.g. ``width``).
+    judge_options : :class:`models.judge.JudgeConfig` fields to override (e.g. ``epochs``).
+    log : where progress lines go instead of stderr.
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``::
+
+            {"arms": {arm: {"label_accuracy", "fid", "kid", "kid_std", "precision",
+                            "recall", "cas", ["vae_flag_rate"], "steps", "seconds",
+                            "images_per_second", "device", "batch_size", "n_train",
+                            "train_label_noise", "final_loss_d", "final_loss_g",
+                            "samples_png", "checkpoint"}},
+             "reference": {metrics of real held-out images: "label_accuracy" (the
+                           judge's accuracy), "fid"/"kid"/"precision"/"recall" of the
+                           judge-train images against judge-test, "cas" (= the judge's
+                           accuracy), ["vae_flag_rate"]},
+             "judge": {...}, "split": {...}, "gan_config": {...}, "transition": [[...]],
+             "arms_run": [...], "skipped": {arm: reason}, "device", "seed", "steps",
+             "files": {...}}
+    """
+    import torch
+
+    from models.device import pick_device
+    from models.gan import GANConfig, GANTrainer, check_transition
+    from models.judge import Judge
+    from pipeline import evaluate
+
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise DataError(f"`arms` must be a non-empty subset of {ARMS}. Got {list(arms)} instead.")
+    if int(steps) != steps or steps < 1:
+        raise DataError(f"`steps` must be a positive integer. Got {steps!r} instead.")
+    _check_pair(dirty, cleaned)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    say: Callable[[str], None]
+    if not progress:
+        def say(line: str) -> None:
+            return None
+    elif log is not None:
+        say = log
+    else:
+        def say(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+    k = dirty.n_classes
+    t_start = time.perf_counter()
+
+    # ---- trusted split and judge
+    split: TrustedSplit = trusted_split(
+        dirty, issues, fraction=trusted_fraction, test_fraction=judge_test_fraction, seed=seed
+    )
+    judge_train = split.train_set(dirty)
+    judge_test = split.test_set(dirty)
+    say(
+        f"[gan] trusted split from {split.source}: {len(judge_train)} judge-train, "
+        f"{len(judge_test)} judge-test images held out of every GAN"
+    )
+    judge = Judge(device=dev, seed=seed, **(judge_options or {}))
+    judge.fit(judge_train.images, judge_train.labels)
+    judge_acc = judge.score(judge_test.images, judge_test.labels)
+    say(f"[gan] judge trained in {judge.seconds_:.1f}s: held-out accuracy {judge_acc:.3f}")
+    judge.save(out_dir / "judge.pt")
+
+    real_x, real_y = judge_test.images, judge_test.labels
+    real_f = judge.features(real_x)
+    train_f = judge.features(judge_train.images)
+    reference: dict[str, Any] = {
+        "label_accuracy": judge_acc,
+        "fid": evaluate.judge_fid(judge, judge_train.images, real_x),
+        "kid": evaluate.kid_from_features(train_f, real_f, seed=seed)[0],
+        "cas": judge_acc,
+    }
+    reference["precision"], reference["recall"] = evaluate.precision_recall(train_f, real_f)
+    if vae_dir is not None:
+        reference["vae_flag_rate"] = evaluate.vae_flag_rate(vae_dir, real_x)
+
+    # ---- the arms' training data
+    train_sets = {
+        "dirty": split.exclude(dirty),
+        "clean": split.exclude(cleaned),
+        "noise_aware": split.exclude(dirty),
+    }
+    skipped: dict[str, str] = {}
+    transition = None
+    if "noise_aware" in arms:
+        if noise_matrix is None:
+            skipped["noise_aware"] = "no noise matrix was given"
+        else:
+            t_full = transition_from_noise_matrix(noise_matrix)
+            if t_full.shape != (k, k):
+                raise DataError(
+                    f"`noise_matrix` must be ({k}, {k}) for {k} classes. "
+                    f"Got {t_full.shape} instead."
+                )
+            held_out = np.concatenate([judge_train.labels, real_y])
+            transition = check_transition(
+                transition_for_training(t_full, dirty.labels, held_out), k
+            )
+    run_arms = [a for a in arms if a not in skipped]
+    for arm in run_arms:
+        if len(train_sets[arm]) < 2:
+            raise DataError(f"The {arm} arm has {len(train_sets[arm])} training images; need 2+.")
+
+    config = GANConfig.for_data(
+        dirty.image_shape, k, device=dev, steps=int(steps), seed=seed, **(gan_options or {})
+    )
+    # the same latents for every arm: evaluation set, CAS set and grid columns
+    z_rng = torch.Generator().manual_seed(seed + 7)
+    z_eval = torch.randn(len(real_y), config.z_dim, generator=z_rng)
+    cas_labels = _stratified_labels(judge_train.labels, len(judge_train), seed)
+    z_cas = torch.randn(len(cas_labels), config.z_dim, generator=z_rng)
+    z_grid = torch.randn(grid_columns, config.z_dim, generator=z_rng)
+    grid_labels = np.repeat(np.arange(k), grid_columns)
+    z_grid_all = z_grid.repeat(k, 1)  # (K * cols, z_dim): row i, column j -> latent j
+
+    results: dict[str, dict[str, Any]] = {}
+    histories: dict[str, pd.DataFrame] = {}
+    grids: dict[str, np.ndarray] = {}
+    files: dict[str, str] = {"judge": "judge.pt"}
+    h, w = dirty.image_shape[:2]
+    for arm in run_arms:
+        data = train_sets[arm]
+        trainer = GANTrainer(config, device=dev, progress=progress, log=log, name=arm)
+        trainer.fit(
+            data.images,
+            data.labels,
+            transition=transition if arm == "noise_aware" else None,
+            checkpoint_dir=out_dir / "checkpoints",
+        )
+        fake = trainer.sample(real_y, z=z_eval)
+        cas_x = trainer.sample(cas_labels, z=z_cas)
+        m = evaluate.gan_metrics(
+            judge,
+            real_x,
+            real_y,
+            fake,
+            real_y,
+            cas_images=cas_x,
+            cas_labels=cas_labels,
+            vae_dir=vae_dir,
+            seed=seed,
+        )
+        grid_x = trainer.sample(grid_labels, z=z_grid_all)
+        grids[arm] = grid_image(grid_x, k, grid_columns)
+        png = f"samples_{arm}.png"
+        atomic.write_bytes(out_dir / png, png_bytes(grids[arm], min_cell=56, cell=max(h, w)))
+        hist = trainer.history_
+        histories[arm] = hist
+        m.update(
+            steps=int(config.steps),
+            seconds=float(trainer.seconds_),
+            images_per_second=float(trainer.images_per_second_),
+            device=str(trainer.device_),
+            batch_size=int(trainer.batch_size_),
+            n_train=len(data),
+            train_label_noise=_label_noise_share(data),
+            final_loss_d=float(hist["loss_d"].iloc[-1]),
+            final_loss_g=float(hist["loss_g"].iloc[-1]),
+            samples_png=png,
+            checkpoint=f"checkpoints/{arm}.pt",
+        )
+        results[arm] = m
+        files[f"samples_{arm}"] = png
+        say(
+            f"[gan] {arm}: label accuracy {m['label_accuracy']:.3f}, FID {m['fid']:.2f}, "
+            f"CAS {m['cas']:.3f}, precision {m['precision']:.2f}, recall {m['recall']:.2f}, "
+            f"{m['seconds']:.0f}s, {m['images_per_second']:.0f} img/s"
+        )
+
+    comparison = comparison_png(grids, results, dirty.class_names)
+    atomic.write_bytes(out_dir / "comparison.png", comparison)
+    atomic.write_bytes(out_dir / "loss_curves.png", loss_curves_png(histories))
+    losses = pd.concat(
+        [frame.assign(arm=arm) for arm, frame in histories.items()], ignore_index=True
+    )
+    losses = losses[["arm", *[c for c in losses.columns if c != "arm"]]]
+    atomic.write_text(out_dir / "losses.csv", losses.to_csv(index=False))
+    atomic.write_json(
+        out_dir / "losses.json",
+        {arm: {c: frame[c].tolist() for c in frame.columns} for arm, frame in histories.items()},
+    )
+    files.update(
+        comparison="comparison.png",
+        loss_curves="loss_curves.png",
+        losses_csv="losses.csv",
+        losses_json="losses.json",
+    )
+    metrics: dict[str, Any] = {
+        "arms": results,
+        "arms_run": run_arms,
+        "skipped": skipped,
+        "reference": reference,
+        "judge": {
+            "accuracy": judge_acc,
+            "train_accuracy": judge.train_accuracy_,
+            "seconds": judge.seconds_,
+            "config": judge.config_.to_dict(),
+        },
+        "split": split.to_dict(),
+        "gan_config": config.to_dict(),
+        "transition": None if transition is None else np.round(transition, 6).tolist(),
+        "device": str(dev),
+        "seed": int(seed),
+        "steps": int(steps),
+        "seconds_total": time.perf_counter() - t_start,
+        "files": files,
+    }
+    atomic.write_json(out_dir / "metrics.json", metrics)
+    return metrics
