@@ -1,0 +1,547 @@
+"""The main flow: ingest -> validate -> detect -> clean -> generate -> report.
+
+:func:`run_pipeline` is what ``assay run`` calls. It runs :func:`assay_flow` in Prefect's
+ephemeral mode (no server to start by hand) unless ``PREFECT_API_URL`` points at a server,
+prints one line per stage start and end, and returns a :class:`RunSummary`.
+
+Each stage is a sub-flow (:mod:`flows.stages`) whose cached tasks are keyed on content
+hashes, parameters and code (:mod:`flows.tasks`), so an identical re-run is served from
+the cache, a run resumed after a crash or Ctrl+C skips the stages that finished, and a
+changed parameter re-runs only the stages downstream of it. Progress, timings, hashes,
+stage states and the verdict go to ``run.json`` as the run goes.
+"""
+
+# No `from __future__ import annotations`: Prefect builds the flows' parameter models from
+# these annotations, also in flow-run processes where string annotations cannot be resolved.
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.context import FlowRunContext
+
+from flows import stages
+from flows.config import STAGES, RunConfig
+from flows.runners import open_runner
+from flows.tasks import code_version
+from pipeline.errors import CriticalValidationError, DataError
+from pipeline.runfolder import RunFolder, now_iso, versions
+
+#: Artifact keys (lowercase letters, digits and dashes, as Prefect requires).
+ARTIFACT_KEYS = {
+    "summary": "assay-summary",
+    "table": "assay-issues-and-metrics",
+    "report": "assay-report",
+}
+
+
+#: GAN metrics shown in the table artifact (when the comparison reports them).
+GAN_METRICS = ("label_accuracy", "fid", "kid", "precision", "recall", "cas", "vae_flag_rate")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one pipeline run did, for the command line.
+
+    Attributes
+    ----------
+    run_id, run_dir : str, Path
+        The run folder.
+    report : Path or None
+        ``report.html`` when the report stage ran.
+    verdict : str
+        One line: how dirty, what was done, did it help.
+    stages : dict
+        Stage -> ``"done"``, ``"cached"`` or ``"skipped"``.
+    timings : dict
+        Stage -> wall seconds in this run.
+    seconds : float
+        Wall seconds of the whole run.
+    unchanged_since : str or None
+        Run id of the run that first ingested the same data, when this run's data is
+        unchanged since then.
+    flow_run_id : str or None
+        Prefect flow run id.
+    exit_code : int
+        0 (failures raise instead).
+    """
+
+    run_id: str
+    run_dir: Path
+    report: Path | None
+    verdict: str
+    stages: dict[str, str]
+    timings: dict[str, float]
+    seconds: float
+    unchanged_since: str | None = None
+    flow_run_id: str | None = None
+    hashes: dict[str, str] = field(default_factory=dict)
+    exit_code: int = 0
+
+
+# --------------------------------------------------------------------------- progress
+def say(message: str) -> None:
+    """One progress line: printed to stdout and sent to the Prefect run logger."""
+    print(f"[assay] {message}", flush=True)
+    try:
+        get_run_logger().info(message)
+    except Exception:  # no run context (e.g. called outside a flow)
+        pass
+
+
+def _stage_settings() -> Callable[[], Any]:
+    """A context factory for stage sub-flows: the current settings, minus heartbeats.
+
+    Stage flows run inside the main flow's process, whose heartbeat already tells the
+    server that the run is alive; a sub-flow's own heartbeat thread only adds up to a
+    second of shutdown wait to every stage. The settings are built once per run (building
+    them is slow) and entered per stage.
+    """
+    import prefect.context
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    current = prefect.context.get_settings_context()
+    settings = current.settings.copy_with_update(
+        updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    )
+    return lambda: prefect.context.SettingsContext(profile=current.profile, settings=settings)
+
+
+def _resolve_device(requested: str) -> str:
+    from models.device import pick_device
+
+    try:
+        return str(pick_device(requested))
+    except ValueError as exc:
+        raise DataError(f"`device`: {exc}") from None
+
+
+# --------------------------------------------------------------------------- verdict
+def _count(summary: dict[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = summary.get(name)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            return int(value)
+    return None
+
+
+def issue_counts(detect_summary: dict[str, Any]) -> dict[str, int]:
+    """Per-type issue counts from the detection summary (``summary.json``)."""
+    counts = detect_summary.get("counts", {})
+    if not isinstance(counts, dict):
+        return {}
+    return {str(k): int(v) for k, v in counts.items() if isinstance(v, int | float)}
+
+
+def verdict_text(outcomes: dict[str, dict[str, Any]]) -> str:
+    """One line from the stage summaries: how dirty, what was done, did it help."""
+    parts: list[str] = []
+    n = None
+    if "ingest" in outcomes:
+        n = outcomes["ingest"]["record"]["summary"].get("n")
+    if "detect" in outcomes:
+        summary = outcomes["detect"]["record"]["summary"]
+        dirty = _count(summary, "n_dirty", "dirty")
+        if dirty is None:
+            dirty = issue_counts(summary).get("dirty")
+        if dirty is not None and n:
+            parts.append(f"{dirty} of {n} samples ({100 * dirty / n:.1f}%) look dirty")
+    if "clean" in outcomes:
+        decisions = outcomes["clean"]["record"]["summary"].get("decisions", {})
+        done = [f"{v} {k}" for k, v in decisions.items() if k != "keep" and v]
+        parts.append(("decisions: " + ", ".join(done)) if done else "nothing changed")
+    if "generate" in outcomes:
+        parts.append(_gan_phrase(outcomes["generate"]["record"]["summary"]))
+    return "; ".join(p for p in parts if p) or "no verdict (stopped before detection)"
+
+
+def _report_verdict(run_dir: Path, outcomes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The verdict the report will show (``pipeline.report.compute_verdict``), with a
+    ``text`` line; the stage summaries' one-liner when the report module has none."""
+    from flows.tasks import stage_module
+
+    text = verdict_text(outcomes)
+    compute = getattr(stage_module("pipeline.report"), "compute_verdict", None)
+    if compute is None or "detect" not in outcomes:
+        return {"text": text}
+    try:
+        verdict = dict(compute(run_dir))
+    except Exception as exc:  # the verdict only summarises; never fail a run over it
+        return {"text": text, "error": f"{type(exc).__name__}: {exc}"}
+    verdict["text"] = verdict.get("headline") or text
+    verdict["line"] = text
+    return verdict
+
+
+def _gan_phrase(summary: dict[str, Any]) -> str:
+    arms = summary.get("arms", {})
+    if not isinstance(arms, dict) or not arms:
+        return ""
+    metric = next(
+        (
+            m
+            for m in ("label_accuracy", "fid", "cas")
+            if all(isinstance(a.get(m), int | float) for a in arms.values())
+        ),
+        None,
+    )
+    if metric is None:
+        return ""
+    values = ", ".join(f"{arm} {vals[metric]:.3g}" for arm, vals in arms.items())
+    return f"GAN {metric.replace('_', ' ')}: {values}"
+
+
+# --------------------------------------------------------------------------- artifacts
+def _table_rows(outcomes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if "detect" in outcomes:
+        for name, value in issue_counts(outcomes["detect"]["record"]["summary"]).items():
+            rows.append({"group": "issues", "name": name, "value": value})
+    if "clean" in outcomes:
+        for name, value in outcomes["clean"]["record"]["summary"].get("decisions", {}).items():
+            rows.append({"group": "decisions", "name": name, "value": value})
+    if "generate" in outcomes:
+        arms = outcomes["generate"]["record"]["summary"].get("arms", {})
+        for arm, vals in arms.items():
+            headline = [m for m in GAN_METRICS if m in vals] or list(vals)
+            for metric in headline:
+                value = vals[metric]
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    rows.append({"group": f"gan {arm}", "name": metric, "value": value})
+    return rows
+
+
+def _markdown(
+    run_id: str,
+    verdict: str,
+    rows: list[dict[str, Any]],
+    stage_rows: list[tuple[str, str, float]],
+    unchanged_since: str | None,
+) -> str:
+    lines = [f"# assay run `{run_id}`", "", f"**Verdict:** {verdict}", ""]
+    if unchanged_since:
+        lines += [f"Data unchanged since run `{unchanged_since}`.", ""]
+    lines += ["| stage | state | seconds |", "|---|---|---:|"]
+    lines += [f"| {s} | {state} | {sec:.1f} |" for s, state, sec in stage_rows]
+    if rows:
+        lines += ["", "| group | name | value |", "|---|---|---:|"]
+        lines += [f"| {r['group']} | {r['name']} | {_fmt(r['value'])} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _publish_artifacts(
+    run: RunFolder,
+    run_id: str,
+    verdict: str,
+    outcomes: dict[str, dict[str, Any]],
+    stage_rows: list[tuple[str, str, float]],
+    unchanged_since: str | None,
+) -> None:
+    rows = _table_rows(outcomes)
+    create_markdown_artifact(
+        _markdown(run_id, verdict, rows, stage_rows, unchanged_since),
+        key=ARTIFACT_KEYS["summary"],
+        description=f"assay run {run_id}: verdict and stage states",
+    )
+    if rows:
+        create_table_artifact(
+            rows,
+            key=ARTIFACT_KEYS["table"],
+            description=f"assay run {run_id}: issue counts per type, decisions, GAN metrics",
+        )
+    if "report" in outcomes and run.report.exists():
+        create_link_artifact(
+            run.report.resolve().as_uri(),
+            link_text=f"report.html of run {run_id}",
+            key=ARTIFACT_KEYS["report"],
+            description=f"assay run {run_id}: the self-contained HTML report",
+        )
+
+
+# --------------------------------------------------------------------------- the flow
+@flow(name="assay", log_prints=False)
+def assay_flow(config: RunConfig) -> dict[str, Any]:
+    """Run every stage of the pipeline (up to ``config.until``) into one run folder.
+
+    Returns
+    -------
+    dict
+        The fields of :class:`RunSummary`.
+    """
+    started = time.perf_counter()
+    config = config.resolved()
+    run = RunFolder(Path(str(config.run_dir)))
+    run_id = run.root.name
+    ctx = FlowRunContext.get()
+    flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+    device = _resolve_device(config.device)
+    stage_settings = _stage_settings()
+
+    outcomes: dict[str, dict[str, Any]] = {}
+    states: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    stage_rows: list[tuple[str, str, float]] = []
+    hashes: dict[str, str] = {}
+    unchanged_since: str | None = None
+
+    def begin(stage: str) -> float:
+        say(f"{stage:<9} started")
+        if run.run_json.exists():
+            run.update_run_json(stages={stage: {"state": "running", "started_at": now_iso()}})
+        return time.perf_counter()
+
+    def end(stage: str, t0: float, outcome: dict[str, Any]) -> None:
+        seconds = time.perf_counter() - t0
+        record = outcome["record"]
+        state = "cached" if outcome["cached"] else "done"
+        outcomes[stage] = outcome
+        states[stage] = state
+        timings[stage] = round(seconds, 3)
+        stage_rows.append((stage, state, seconds))
+        note = ""
+        if outcome["cached"]:
+            note = f" (computed by run {record['run_id']} in {record['seconds']:.1f} s)"
+        say(f"{stage:<9} {state} in {seconds:.1f} s{note}")
+        run.update_run_json(
+            stages={
+                stage: {
+                    "state": state,
+                    "seconds": round(seconds, 3),
+                    "compute_seconds": record["seconds"],
+                    "key": record["key"],
+                    "code": record["code"],
+                    "from_run": record["run_id"],
+                    "finished_at": now_iso(),
+                }
+            },
+            timings={stage: round(seconds, 3)},
+        )
+
+    def failed(stage: str, exc: BaseException) -> None:
+        if run.run_json.exists():
+            state = "critical" if isinstance(exc, CriticalValidationError) else "failed"
+            if isinstance(exc, KeyboardInterrupt):
+                state = "interrupted"
+            run.update_run_json(
+                status=state,
+                stages={stage: {"state": state, "error": str(exc)[:2000]}},
+                finished_at=now_iso(),
+            )
+        say(f"{stage:<9} failed: {type(exc).__name__}: {str(exc)[:300]}")
+
+    with open_runner(config.runner, workers=config.workers, echo=say) as make_runner:
+
+        def run_stage(stage: str, stage_flow: Any, *args: Any) -> dict[str, Any]:
+            t0 = begin(stage)
+            try:
+                with stage_settings():
+                    outcome = stage_flow.with_options(task_runner=make_runner())(*args)
+            except BaseException as exc:
+                failed(stage, exc)
+                raise
+            end(stage, t0, outcome)
+            return outcome
+
+        # ingest: nothing is written before the data loaded, so bad input leaves nothing
+        t0 = time.perf_counter()
+        say(f"{'ingest':<9} started")
+        try:
+            with stage_settings():
+                ingest = stages.ingest_flow.with_options(task_runner=make_runner())(config)
+        except BaseException as exc:
+            failed("ingest", exc)
+            raise
+        hashes.update(data=ingest["raw_hash"], ingested=ingest["hash"])
+        run.update_run_json(
+            run_id=run_id,
+            status="running",
+            started_at=now_iso(),
+            finished_at=None,
+            flow_run_id=flow_run_id,
+            parameters=config.parameters(),
+            device=device,
+            versions=versions(),
+            code={stage: code_version(stage) for stage in STAGES},
+            hashes=hashes,
+            stages={s: {"state": "pending"} for s in STAGES if config.stage_enabled(s)},
+        )
+        end("ingest", t0, ingest)
+        if ingest["cached"] and ingest["record"]["run_id"] != run_id:
+            unchanged_since = ingest["record"]["run_id"]
+            say(f"data unchanged since {unchanged_since}")
+
+        data_hash = ingest["hash"]
+        if config.stage_enabled("validate"):
+            run_stage("validate", stages.validate_flow, config, data_hash)
+        if config.stage_enabled("detect"):
+            detect = run_stage("detect", stages.detect_flow, config, data_hash, device)
+            hashes["issues"] = detect["record"]["hash"]
+        if config.stage_enabled("clean"):
+            clean = run_stage("clean", stages.clean_flow, config, data_hash, hashes["issues"])
+            hashes["cleaned"] = clean["record"]["hash"]
+        if config.stage_enabled("generate"):
+            gen = run_stage(
+                "generate",
+                stages.generate_flow,
+                config,
+                data_hash,
+                hashes["issues"],
+                hashes["cleaned"],
+                device,
+            )
+            hashes["gan_metrics"] = gen["record"]["hash"]
+
+        verdict_info = _report_verdict(run.root, outcomes)
+        verdict = verdict_info["text"]
+        run.update_run_json(hashes=hashes, verdict=verdict_info)
+        if config.stage_enabled("report"):
+            inputs = {s: o["record"]["hash"] for s, o in outcomes.items()}
+            report = run_stage("report", stages.report_flow, config, inputs)
+            hashes["report"] = report["record"]["hash"]
+
+    skipped = [s for s in STAGES if not config.stage_enabled(s)]
+    for stage in skipped:
+        states[stage] = "skipped"
+    seconds = time.perf_counter() - started
+    all_cached = all(o["cached"] for o in outcomes.values())
+    run.update_run_json(
+        status="complete",
+        finished_at=now_iso(),
+        seconds=round(seconds, 3),
+        hashes=hashes,
+        unchanged_since=unchanged_since,
+        all_cached=all_cached,
+        stages={s: {"state": "skipped"} for s in skipped},
+    )
+    _publish_artifacts(run, run_id, verdict, outcomes, stage_rows, unchanged_since)
+    report_path = run.report if "report" in outcomes else None
+    if unchanged_since and all_cached:
+        say(f"unchanged since {unchanged_since}: every stage came from the cache")
+    say(f"verdict: {verdict}")
+    if report_path is not None:
+        say(f"report: {report_path}")
+    say(f"run folder: {run.root} ({seconds:.1f} s)")
+    return {
+        "run_id": run_id,
+        "run_dir": str(run.root),
+        "report": None if report_path is None else str(report_path),
+        "verdict": verdict,
+        "stages": {s: states.get(s, "skipped") for s in STAGES},
+        "timings": timings,
+        "seconds": round(seconds, 3),
+        "unchanged_since": unchanged_since,
+        "flow_run_id": flow_run_id,
+        "hashes": hashes,
+    }
+
+
+# --------------------------------------------------------------------------- entry point
+@contextlib.contextmanager
+def prefect_defaults() -> Iterator[None]:
+    """Prefect settings for a small, offline machine, where the user has not set them.
+
+    A longer start-up timeout for the ephemeral API server (its first start migrates a
+    SQLite database, slow on two busy cores) and no anonymous usage telemetry.
+    """
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    updates: dict[Any, Any] = {}
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 180
+    if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:
+        updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
+    with temporary_settings(updates=updates):
+        yield
+
+
+def preflight(config: RunConfig) -> None:
+    """Refuse bad input before any flow starts (cheap checks only; nothing is read).
+
+    Raises
+    ------
+    pipeline.errors.DataError
+        The data spec names nothing loadable, the injection preset is unknown, the
+        suite file is missing or the device is unavailable.
+    """
+    from flows.tasks import stage_module
+
+    io = stage_module("pipeline.io")
+    detect_format = getattr(io, "detect_format", None)
+    if detect_format is not None:
+        detect_format(config.data)
+    if config.inject and not Path(config.inject).expanduser().exists():
+        presets = getattr(stage_module("pipeline.inject"), "PRESETS", None)
+        if presets is not None and config.inject not in presets:
+            raise DataError(
+                f"`inject` must be a preset ({', '.join(sorted(presets))}) or an injection "
+                f"config file. Got {config.inject!r} instead."
+            )
+    if config.suite and not Path(config.suite).expanduser().is_file():
+        raise DataError(f"{config.suite}: suite file not found; expected a GX suite JSON.")
+    _resolve_device(config.device)
+
+
+def run_pipeline(config: RunConfig) -> RunSummary:
+    """Run the whole pipeline once and return what it did.
+
+    Parameters
+    ----------
+    config : RunConfig
+        All run parameters (see :func:`flows.config.load_config`). A ``run_dir`` that
+        already holds a run is resumed: finished stages come from the cache.
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    pipeline.errors.DataError
+        Bad input (the command exits 2).
+    pipeline.errors.CriticalValidationError
+        A critical expectation failed (the command exits 3).
+    KeyboardInterrupt
+        Interrupted; ``run.json`` says so and a re-run resumes.
+    """
+    preflight(config)
+    config = config.resolved()
+    with prefect_defaults():
+        result = assay_flow(config)
+    out = dict(result)
+    out["run_dir"] = Path(out["run_dir"])
+    out["report"] = Path(out["report"]) if out["report"] else None
+    return RunSummary(**out)
+
+
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    """:class:`RunSummary` as JSON-ready data."""
+    data = asdict(summary)
+    data["run_dir"] = str(summary.run_dir)
+    data["report"] = None if summary.report is None else str(summary.report)
+    return data
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from flows.config import load_config
+
+    run_pipeline(load_config(sys.argv[1] if len(sys.argv) > 1 else None))
