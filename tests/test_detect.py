@@ -267,3 +267,40 @@ def test_core_fallback_matches_datalab():
         np.testing.assert_allclose(lab[name]["score"], core[name]["score"], rtol=1e-5, atol=1e-6)
     assert lab["class_imbalance"]["is_issue"][:4].all()
     assert 0 <= lab["non_iid"]["info"]["p_value"] <= 1
+
+
+# ----------------------------------------------------------------------------- folds in parallel
+def test_folds_trained_one_by_one_assemble_to_out_of_fold(small, tmp_path):
+    """fit_fold per fold (what parallel workers run) + assemble_oof == out_of_fold, and
+    run_detection given the assembled result does not train the classifier again."""
+    from pipeline.detect import context as context_module
+    from pipeline.detect.oof import FoldResult, assemble_oof, fit_fold, out_of_fold
+
+    whole = out_of_fold(small, n_folds=3, seed=4, device="cpu", config=TINY_CNN, workers=1)
+    parts = []
+    for fold in (2, 0, 1):  # any order, any process: each saved and loaded back
+        fit_fold(small, fold, n_folds=3, seed=4, device="cpu", config=TINY_CNN).save(
+            tmp_path / f"fold{fold}.npz"
+        )
+        parts.append(FoldResult.load(tmp_path / f"fold{fold}.npz"))
+    merged = assemble_oof(small, parts, seed=4, config=TINY_CNN)
+    assert merged.model == whole.model
+    np.testing.assert_allclose(merged.pred_probs, whole.pred_probs, atol=1e-6)
+    np.testing.assert_allclose(merged.ensemble_embeddings, whole.ensemble_embeddings, atol=1e-5)
+    np.testing.assert_array_equal(merged.folds, whole.folds)
+
+    with pytest.raises(ValueError, match="one result per fold"):
+        assemble_oof(small, parts[:2], seed=4, config=TINY_CNN)
+    with pytest.raises(ValueError, match="`fold` must be in 0..2"):
+        fit_fold(small, 3, n_folds=3, seed=4, config=TINY_CNN)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the classifier was trained again")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(context_module, "out_of_fold", never)
+        result = run_detection(
+            small, out_dir=None, seed=4, folds=3, progress=False, oof=merged,
+            detectors=["label", "knn_outlier"],
+        )  # fmt: skip
+    assert result.summary["oof_accuracy"] == pytest.approx(whole.accuracy)

@@ -117,6 +117,7 @@ def run_detection(
     outlier_method: str = "rank_min",
     profile: pd.DataFrame | None = None,
     classifier: dict[str, Any] | None = None,
+    oof: OOFResult | None = None,
 ) -> DetectionResult:
     """Run every detector on ``dataset`` and merge the results.
 
@@ -147,6 +148,11 @@ def run_detection(
     classifier : dict, optional, keyword-only
         Keyword arguments for :func:`pipeline.detect.oof.out_of_fold` (``model``,
         ``config``, ``workers``), e.g. ``{"model": "svc"}`` for a quick run.
+    oof : OOFResult, optional, keyword-only
+        Out-of-fold predictions already computed for ``dataset`` with the same folds and
+        seed (e.g. folds trained in parallel by :func:`pipeline.detect.oof.fit_fold` and
+        merged by :func:`pipeline.detect.oof.assemble_oof`); the classifier is then not
+        trained again.
 
     Returns
     -------
@@ -170,6 +176,13 @@ def run_detection(
     classifier = dict(classifier or {})
     context.classifier = str(classifier.pop("model", "auto"))
     context.classifier_options = classifier
+    if oof is not None:
+        if oof.pred_probs.shape != (len(dataset), dataset.n_classes):
+            raise ValueError(
+                f"`oof` holds {oof.pred_probs.shape} probabilities; this dataset needs "
+                f"({len(dataset)}, {dataset.n_classes})."
+            )
+        context._oof = oof
     timings: dict[str, float] = {}
     errors: dict[str, str] = {}
     skipped: dict[str, str] = {}

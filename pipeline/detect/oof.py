@@ -46,7 +46,17 @@ from models.classifier import ClassifierConfig, fit_classifier, predict_classifi
 from models.device import pick_device
 from pipeline.dataset import Dataset
 
-__all__ = ["OOFResult", "make_folds", "out_of_fold", "image_groups", "TINY_SIDE"]
+__all__ = [
+    "OOFResult",
+    "FoldResult",
+    "make_folds",
+    "dataset_folds",
+    "out_of_fold",
+    "fit_fold",
+    "assemble_oof",
+    "image_groups",
+    "TINY_SIDE",
+]
 
 #: Images with a side under this many pixels count as tiny (scikit-learn candidates run).
 TINY_SIDE = 16
@@ -180,6 +190,14 @@ def make_folds(
     return rep_fold[inverse.reshape(-1)]
 
 
+def dataset_folds(dataset: Dataset, *, n_folds: int = 5, seed: int = 0) -> np.ndarray:
+    """The fold of every sample of ``dataset``: :func:`make_folds` stratified by label,
+    byte-identical images kept together. Same dataset and seed, same folds."""
+    return make_folds(
+        dataset.labels, n_folds=n_folds, seed=seed, groups=image_groups(dataset.images)
+    )
+
+
 # ----------------------------------------------------------------------------- metrics
 def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(probs.argmax(axis=1) == labels))
@@ -270,18 +288,16 @@ def _cv_cnn(
     workers: int,
     log: Callable[[str], None],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n, k = len(dataset), dataset.n_classes
-    labels = dataset.labels
     n_folds = int(folds.max()) + 1
     images = to_tensor(dataset.images, device)
     jobs = [
         {
             "images": images,
-            "labels": labels,
+            "labels": dataset.labels,
             "train": np.flatnonzero(folds != f),
-            "n_classes": k,
+            "n_classes": dataset.n_classes,
             "config": config,
-            "seed": seed * 1000 + f,
+            "seed": _fold_seed(seed, f),
         }
         for f in range(n_folds)
     ]
@@ -289,14 +305,33 @@ def _cv_cnn(
     workers = max(1, min(workers, n_folds)) if cpu else 1
     log(f"cnn: {n_folds} folds, {workers} at a time, {config.epochs} epochs each")
     outputs = _run_folds(jobs, workers=workers, cpu=cpu)
+    return _merge_folds(dataset.labels, folds, outputs, log=log)
+
+
+def _fold_seed(seed: int, fold: int) -> int:
+    return seed * 1000 + fold
+
+
+def _merge_folds(
+    labels: np.ndarray,
+    folds: np.ndarray,
+    outputs: list[tuple[np.ndarray, np.ndarray, float]],
+    *,
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fold models' ``(probs (N, K), emb (N, D), seconds)`` -> out-of-fold probs,
+    out-of-fold embeddings and the side-by-side ensemble embeddings."""
+    n_folds = len(outputs)
+    n, k = outputs[0][0].shape
+    d = outputs[0][1].shape[1]
     probs = np.zeros((n, k), dtype=np.float64)
-    emb_oof = np.zeros((n, config.hidden), dtype=np.float32)
-    emb_all = np.zeros((n, n_folds * config.hidden), dtype=np.float32)
+    emb_oof = np.zeros((n, d), dtype=np.float32)
+    emb_all = np.zeros((n, n_folds * d), dtype=np.float32)
     for f, (p, z, seconds) in enumerate(outputs):
         test = folds == f
         probs[test] = p[test]
         emb_oof[test] = z[test]
-        emb_all[:, f * config.hidden : (f + 1) * config.hidden] = _normalise_rows(z)
+        emb_all[:, f * d : (f + 1) * d] = _normalise_rows(z)
         log(
             f"cnn fold {f + 1}/{n_folds}: accuracy {_accuracy(p[test], labels[test]):.4f} "
             f"({seconds:.1f}s)"
@@ -404,21 +439,43 @@ def out_of_fold(
         if progress:
             print(f"[detect] {msg}", flush=True)
 
-    labels = dataset.labels
-    k = dataset.n_classes
-    folds = make_folds(labels, n_folds=n_folds, seed=seed, groups=image_groups(dataset.images))
+    folds = dataset_folds(dataset, n_folds=n_folds, seed=seed)
     if config is None:
         config = ClassifierConfig.for_images(dataset.images.shape)
 
-    candidates: dict[str, np.ndarray] = {}
-    seconds: dict[str, float] = {}
-    use_cnn = model == "auto" or "cnn" in model.split("+")
-    if use_cnn:
+    cnn = None
+    if model == "auto" or "cnn" in model.split("+"):
         t0 = time.perf_counter()
-        candidates["cnn"], emb_oof, emb_all = _cv_cnn(
+        outputs = _cv_cnn(
             dataset, folds, config=config, seed=seed, device=dev, workers=n_workers, log=log
         )
-        seconds["cnn"] = time.perf_counter() - t0
+        cnn = (*outputs, time.perf_counter() - t0)
+    return _choose(dataset, folds, cnn, model=model, config=config, seed=seed, log=log,
+                   t_start=t_start)  # fmt: skip
+
+
+def _choose(
+    dataset: Dataset,
+    folds: np.ndarray,
+    cnn: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None,
+    *,
+    model: str,
+    config: ClassifierConfig,
+    seed: int,
+    log: Callable[[str], None],
+    t_start: float,
+) -> OOFResult:
+    """Cross-validate the scikit-learn candidates on the same folds, pick the model.
+
+    ``cnn`` is the CNN's ``(probs, emb_oof, emb_all, seconds)``, or None without a CNN.
+    """
+    labels = dataset.labels
+    k = dataset.n_classes
+    candidates: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    use_cnn = cnn is not None
+    if cnn is not None:
+        candidates["cnn"], emb_oof, emb_all, seconds["cnn"] = cnn
     else:
         emb_oof = emb_all = _pca_features(dataset.images, seed=seed)
 
@@ -466,3 +523,142 @@ def out_of_fold(
         seconds=time.perf_counter() - t_start,
         config=config.to_dict(),
     )
+
+
+# ----------------------------------------------------------------------------- one fold at a time
+@dataclass
+class FoldResult:
+    """One fold model's predictions for every sample (the unit of parallel training).
+
+    Attributes
+    ----------
+    fold, n_folds : int
+        Which fold was held out, of how many (after :func:`make_folds` has capped them).
+    probs : ndarray
+        float64 ``(N, K)``, the fold model's predicted probabilities for every sample.
+    embeddings : ndarray
+        float32 ``(N, D)``, its penultimate-layer embedding of every sample.
+    seconds : float
+        Training and prediction time.
+    """
+
+    fold: int
+    n_folds: int
+    probs: np.ndarray
+    embeddings: np.ndarray
+    seconds: float = 0.0
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write an ``.npz`` (plain arrays, no pickles)."""
+        np.savez(
+            path,
+            fold=np.int64(self.fold),
+            n_folds=np.int64(self.n_folds),
+            probs=self.probs,
+            embeddings=self.embeddings,
+            seconds=np.float64(self.seconds),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> FoldResult:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                fold=int(z["fold"]),
+                n_folds=int(z["n_folds"]),
+                probs=z["probs"],
+                embeddings=z["embeddings"],
+                seconds=float(z["seconds"]),
+            )
+
+
+def fit_fold(
+    dataset: Dataset,
+    fold: int,
+    *,
+    n_folds: int = 5,
+    seed: int = 0,
+    device: str | torch.device | None = "auto",
+    config: ClassifierConfig | None = None,
+    progress: bool = False,
+) -> FoldResult:
+    """Train the CNN of one fold of :func:`out_of_fold` and predict every sample.
+
+    The folds, seeds and settings are those of :func:`out_of_fold`, so
+    :func:`assemble_oof` over all folds gives its result, whichever process or machine
+    trained each fold. On CPU the fold trains with one torch thread (as each fold does in
+    :func:`out_of_fold`), so folds can run side by side and still give the same numbers.
+
+    Raises
+    ------
+    ValueError
+        ``fold`` outside ``0..F-1`` for the ``F`` folds the data allows.
+    """
+    dev = pick_device(None if device is None else str(device))
+    folds = dataset_folds(dataset, n_folds=n_folds, seed=seed)
+    n_used = int(folds.max()) + 1
+    if not 0 <= fold < n_used:
+        raise ValueError(f"`fold` must be in 0..{n_used - 1} for this dataset. Got {fold}.")
+    if config is None:
+        config = ClassifierConfig.for_images(dataset.images.shape)
+    job = {
+        "images": to_tensor(dataset.images, dev),
+        "labels": dataset.labels,
+        "train": np.flatnonzero(folds != fold),
+        "n_classes": dataset.n_classes,
+        "config": config,
+        "seed": _fold_seed(seed, fold),
+    }
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
+    probs, emb, seconds = _fit_fold(**job)
+    if progress:
+        held = folds == fold
+        print(
+            f"[detect] cnn fold {fold + 1}/{n_used}: accuracy "
+            f"{_accuracy(probs[held], dataset.labels[held]):.4f} ({seconds:.1f}s)",
+            flush=True,
+        )
+    return FoldResult(fold=fold, n_folds=n_used, probs=probs, embeddings=emb, seconds=seconds)
+
+
+def assemble_oof(
+    dataset: Dataset,
+    fold_results: list[FoldResult],
+    *,
+    seed: int = 0,
+    model: str = "auto",
+    config: ClassifierConfig | None = None,
+    progress: bool = False,
+) -> OOFResult:
+    """Merge every fold's :class:`FoldResult` into the :class:`OOFResult` that
+    :func:`out_of_fold` would have returned (scikit-learn candidates included).
+
+    Raises
+    ------
+    ValueError
+        Missing or repeated folds, or results made for another dataset or fold count.
+    """
+    t_start = time.perf_counter()
+    if not fold_results:
+        raise ValueError("`fold_results` is empty.")
+    n_used = fold_results[0].n_folds
+    folds = dataset_folds(dataset, n_folds=n_used, seed=seed)
+    got = sorted(r.fold for r in fold_results)
+    if got != list(range(int(folds.max()) + 1)):
+        raise ValueError(f"need one result per fold 0..{int(folds.max())}; got folds {got}.")
+    n, k = len(dataset), dataset.n_classes
+    if any(r.probs.shape != (n, k) for r in fold_results):
+        raise ValueError(f"fold results must hold ({n}, {k}) probabilities for this dataset.")
+    if config is None:
+        config = ClassifierConfig.for_images(dataset.images.shape)
+
+    def log(msg: str) -> None:
+        if progress:
+            print(f"[detect] {msg}", flush=True)
+
+    ordered = sorted(fold_results, key=lambda r: r.fold)
+    outputs = [(r.probs, r.embeddings, r.seconds) for r in ordered]
+    merged = _merge_folds(dataset.labels, folds, outputs, log=log)
+    cnn = (*merged, float(sum(r.seconds for r in ordered)))
+    return _choose(dataset, folds, cnn, model=model, config=config, seed=seed, log=log,
+                   t_start=t_start)  # fmt: skip
