@@ -244,7 +244,8 @@ def compare_gans(
     progress: bool = True,
     arms: Sequence[str] = ARMS,
     trusted_fraction: float = 0.1,
-    judge_test_fraction: float = 0.3,
+    judge_test_fraction: float = 0.4,
+    min_trusted_per_class: int = 40,
     grid_columns: int = 8,
     gan_options: dict[str, Any] | None = None,
     judge_options: dict[str, Any] | None = None,
@@ -282,7 +283,10 @@ def compare_gans(
         believed-clean samples, so every image held out raises the share of wrong labels
         that the dirty and noise-aware arms train on (on MNIST with 50% noise, holding
         out 25% of the data would leave 67% of the remaining labels wrong; 10% leaves
-        56%).
+        56%). On small data the slice is raised to ``min_trusted_per_class * K`` images
+        (at most a quarter of ``N``): on 1,797 digits, 10% would leave 5 judge-test images
+        per class, too few for FID or precision/recall to mean anything.
+    min_trusted_per_class : see ``trusted_fraction``.
     grid_columns : latents (columns) per sample grid.
     gan_options : :class:`models.gan.GANConfig` fields to override (e.g. ``width``).
     judge_options : :class:`models.judge.JudgeConfig` fields to override (e.g. ``epochs``).
@@ -306,10 +310,82 @@ def compare_gans(
              "arms_run": [...], "skipped": {arm: reason}, "device", "seed", "steps",
              "files": {...}}
     """
+    import tempfile
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".work-") as work:
+        plan_dir = Path(work) / "plan"
+        plan = prepare_comparison(
+            dirty, cleaned, issues, noise_matrix=noise_matrix, out_dir=plan_dir, steps=steps,
+            device=device, seed=seed, vae_dir=vae_dir, progress=progress, arms=arms,
+            trusted_fraction=trusted_fraction, judge_test_fraction=judge_test_fraction,
+            min_trusted_per_class=min_trusted_per_class, grid_columns=grid_columns,
+            gan_options=gan_options, judge_options=judge_options, log=log,
+        )  # fmt: skip
+        arm_dirs = {}
+        for arm in plan["arms"]:
+            arm_dirs[arm] = Path(work) / arm
+            train_arm(
+                arm, dirty, cleaned, plan_dir=plan_dir, out_dir=arm_dirs[arm], steps=steps,
+                device=device, seed=seed, progress=progress, log=log,
+            )  # fmt: skip
+        return finish_comparison(plan_dir, arm_dirs, out_dir=out_dir)
+
+
+def _sayer(progress: bool, log: Callable[[str], None] | None) -> Callable[[str], None]:
+    if not progress:
+        return lambda line: None
+    if log is not None:
+        return log
+    return lambda line: print(line, file=sys.stderr, flush=True)
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def prepare_comparison(
+    dirty: Dataset,
+    cleaned: Dataset,
+    issues: pd.DataFrame,
+    *,
+    noise_matrix: np.ndarray | None,
+    out_dir: str | Path,
+    steps: int,
+    device: str = "auto",
+    seed: int = 0,
+    vae_dir: str | Path | None = None,
+    progress: bool = True,
+    arms: Sequence[str] = ARMS,
+    trusted_fraction: float = 0.1,
+    judge_test_fraction: float = 0.4,
+    min_trusted_per_class: int = 40,
+    grid_columns: int = 8,
+    gan_options: dict[str, Any] | None = None,
+    judge_options: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The part of :func:`compare_gans` shared by every arm, written to a plan folder.
+
+    Splits off the trusted slice, trains the judge, scores the real reference, fixes the
+    GAN config, the noise-aware transition and the latents every arm samples with. Each
+    arm can then be trained anywhere (another thread, process or Dask worker) by
+    :func:`train_arm` from the plan folder alone (plus the two datasets), and
+    :func:`finish_comparison` gathers them. Parameters as for :func:`compare_gans`.
+
+    Returns
+    -------
+    dict
+        The plan (``plan.json``): ``arms`` to train, ``skipped`` arms with reasons, the
+        split, the judge's facts, the reference metrics and the GAN config.
+    """
     import torch
 
     from models.device import pick_device
-    from models.gan import GANConfig, GANTrainer, check_transition
+    from models.gan import GANConfig, check_transition
     from models.judge import Judge
     from pipeline import evaluate
 
@@ -322,23 +398,14 @@ def compare_gans(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
-    say: Callable[[str], None]
-    if not progress:
-        def say(line: str) -> None:
-            return None
-    elif log is not None:
-        say = log
-    else:
-        def say(line: str) -> None:
-            print(line, file=sys.stderr, flush=True)
-
+    say = _sayer(progress, log)
     k = dirty.n_classes
     t_start = time.perf_counter()
 
-    # ---- trusted split and judge
     split: TrustedSplit = trusted_split(
-        dirty, issues, fraction=trusted_fraction, test_fraction=judge_test_fraction, seed=seed
-    )
+        dirty, issues, fraction=trusted_fraction, test_fraction=judge_test_fraction,
+        min_per_class=min_trusted_per_class, seed=seed,
+    )  # fmt: skip
     judge_train = split.train_set(dirty)
     judge_test = split.test_set(dirty)
     say(
@@ -363,13 +430,9 @@ def compare_gans(
     reference["precision"], reference["recall"] = evaluate.precision_recall(train_f, real_f)
     if vae_dir is not None:
         reference["vae_flag_rate"] = evaluate.vae_flag_rate(vae_dir, real_x)
+        for name in ("vae.pt", "vae.json"):  # the plan must not depend on another folder
+            atomic.write_bytes(out_dir / "vae" / name, (Path(vae_dir) / name).read_bytes())
 
-    # ---- the arms' training data
-    train_sets = {
-        "dirty": split.exclude(dirty),
-        "clean": split.exclude(cleaned),
-        "noise_aware": split.exclude(dirty),
-    }
     skipped: dict[str, str] = {}
     transition = None
     if "noise_aware" in arms:
@@ -388,8 +451,9 @@ def compare_gans(
             )
     run_arms = [a for a in arms if a not in skipped]
     for arm in run_arms:
-        if len(train_sets[arm]) < 2:
-            raise DataError(f"The {arm} arm has {len(train_sets[arm])} training images; need 2+.")
+        n_train = len(split.exclude(cleaned if arm == "clean" else dirty))
+        if n_train < 2:
+            raise DataError(f"The {arm} arm has {n_train} training images; need 2+.")
 
     config = GANConfig.for_data(
         dirty.image_shape, k, device=dev, steps=int(steps), seed=seed, **(gan_options or {})
@@ -400,65 +464,176 @@ def compare_gans(
     cas_labels = _stratified_labels(judge_train.labels, len(judge_train), seed)
     z_cas = torch.randn(len(cas_labels), config.z_dim, generator=z_rng)
     z_grid = torch.randn(grid_columns, config.z_dim, generator=z_rng)
-    grid_labels = np.repeat(np.arange(k), grid_columns)
-    z_grid_all = z_grid.repeat(k, 1)  # (K * cols, z_dim): row i, column j -> latent j
+    _save_npz(
+        out_dir / "plan.npz",
+        judge_train=split.judge_train,
+        judge_test=split.judge_test,
+        z_eval=z_eval.numpy(),
+        z_cas=z_cas.numpy(),
+        cas_labels=cas_labels,
+        z_grid=z_grid.numpy(),
+        transition=np.zeros((0, 0)) if transition is None else transition,
+    )
+    plan = {
+        "arms": run_arms,
+        "skipped": skipped,
+        "reference": reference,
+        "judge": {
+            "accuracy": judge_acc,
+            "train_accuracy": judge.train_accuracy_,
+            "seconds": judge.seconds_,
+            "config": judge.config_.to_dict(),
+        },
+        "split": split.to_dict(),
+        "gan_config": config.to_dict(),
+        "gan_options": dict(gan_options or {}),
+        "grid_columns": int(grid_columns),
+        "class_names": list(dirty.class_names),
+        "has_vae": vae_dir is not None,
+        "device": str(dev),
+        "seed": int(seed),
+        "steps": int(steps),
+        "seconds": time.perf_counter() - t_start,
+    }
+    atomic.write_json(out_dir / "plan.json", plan)
+    return plan
 
-    results: dict[str, dict[str, Any]] = {}
-    histories: dict[str, pd.DataFrame] = {}
-    grids: dict[str, np.ndarray] = {}
-    files: dict[str, str] = {"judge": "judge.pt"}
+
+def _read_plan(plan_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    import json
+
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    with np.load(plan_dir / "plan.npz", allow_pickle=False) as z:
+        arrays = {name: z[name] for name in z.files}
+    return plan, arrays
+
+
+def train_arm(
+    arm: str,
+    dirty: Dataset,
+    cleaned: Dataset,
+    *,
+    plan_dir: str | Path,
+    out_dir: str | Path,
+    steps: int,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train and score one arm of a plan written by :func:`prepare_comparison`.
+
+    Writes ``metrics.json`` (this arm's metrics), ``samples_<arm>.png``, ``grid.npy``,
+    ``losses.csv`` and ``checkpoints/<arm>.pt`` to ``out_dir``; returns the metrics.
+    ``steps`` and ``seed`` must be the plan's (they are checked).
+    """
+    import torch
+
+    from models.gan import GANConfig, GANTrainer
+    from models.judge import Judge
+    from pipeline import evaluate
+
+    plan_dir, out_dir = Path(plan_dir), Path(out_dir)
+    plan, arrays = _read_plan(plan_dir)
+    if arm not in plan["arms"]:
+        raise DataError(f"The plan in {plan_dir} has no arm {arm!r}; it has {plan['arms']}.")
+    if int(steps) != plan["steps"] or int(seed) != plan["seed"]:
+        raise DataError(
+            f"The plan in {plan_dir} was made for steps={plan['steps']}, seed={plan['seed']}; "
+            f"got steps={steps}, seed={seed}."
+        )
+    _check_pair(dirty, cleaned)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    say = _sayer(progress, log)
+    from models.device import pick_device
+
+    dev = pick_device(device)
+    k = dirty.n_classes
+    split = TrustedSplit(arrays["judge_train"], arrays["judge_test"], plan["split"]["source"],
+                         plan["split"]["pool_size"])  # fmt: skip
+    real_y = split.test_set(dirty).labels
+    real_x = split.test_set(dirty).images
+    data = split.exclude(cleaned if arm == "clean" else dirty)
+    transition = arrays["transition"] if arm == "noise_aware" else None
+    config = GANConfig.for_data(
+        dirty.image_shape, k, device=dev, steps=int(steps), seed=seed, **plan["gan_options"]
+    )
+    judge = Judge.load(plan_dir / "judge.pt", device=dev)
+    trainer = GANTrainer(config, device=dev, progress=progress, log=log, name=arm)
+    trainer.fit(data.images, data.labels, transition=transition,
+                checkpoint_dir=out_dir / "checkpoints")  # fmt: skip
+    z_eval = torch.from_numpy(arrays["z_eval"])
+    cas_labels = arrays["cas_labels"]
+    fake = trainer.sample(real_y, z=z_eval)
+    cas_x = trainer.sample(cas_labels, z=torch.from_numpy(arrays["z_cas"]))
+    m = evaluate.gan_metrics(
+        judge, real_x, real_y, fake, real_y, cas_images=cas_x, cas_labels=cas_labels,
+        vae_dir=plan_dir / "vae" if plan["has_vae"] else None, seed=seed,
+    )  # fmt: skip
+    cols = int(plan["grid_columns"])
+    grid_labels = np.repeat(np.arange(k), cols)
+    z_grid_all = torch.from_numpy(arrays["z_grid"]).repeat(k, 1)  # row i, column j: latent j
+    grid = grid_image(trainer.sample(grid_labels, z=z_grid_all), k, cols)
     h, w = dirty.image_shape[:2]
-    for arm in run_arms:
-        data = train_sets[arm]
-        trainer = GANTrainer(config, device=dev, progress=progress, log=log, name=arm)
-        trainer.fit(
-            data.images,
-            data.labels,
-            transition=transition if arm == "noise_aware" else None,
-            checkpoint_dir=out_dir / "checkpoints",
-        )
-        fake = trainer.sample(real_y, z=z_eval)
-        cas_x = trainer.sample(cas_labels, z=z_cas)
-        m = evaluate.gan_metrics(
-            judge,
-            real_x,
-            real_y,
-            fake,
-            real_y,
-            cas_images=cas_x,
-            cas_labels=cas_labels,
-            vae_dir=vae_dir,
-            seed=seed,
-        )
-        grid_x = trainer.sample(grid_labels, z=z_grid_all)
-        grids[arm] = grid_image(grid_x, k, grid_columns)
-        png = f"samples_{arm}.png"
-        atomic.write_bytes(out_dir / png, png_bytes(grids[arm], min_cell=56, cell=max(h, w)))
-        hist = trainer.history_
-        histories[arm] = hist
-        m.update(
-            steps=int(config.steps),
-            seconds=float(trainer.seconds_),
-            images_per_second=float(trainer.images_per_second_),
-            device=str(trainer.device_),
-            batch_size=int(trainer.batch_size_),
-            n_train=len(data),
-            train_label_noise=_label_noise_share(data),
-            final_loss_d=float(hist["loss_d"].iloc[-1]),
-            final_loss_g=float(hist["loss_g"].iloc[-1]),
-            samples_png=png,
-            checkpoint=f"checkpoints/{arm}.pt",
-        )
-        results[arm] = m
-        files[f"samples_{arm}"] = png
-        say(
-            f"[gan] {arm}: label accuracy {m['label_accuracy']:.3f}, FID {m['fid']:.2f}, "
-            f"CAS {m['cas']:.3f}, precision {m['precision']:.2f}, recall {m['recall']:.2f}, "
-            f"{m['seconds']:.0f}s, {m['images_per_second']:.0f} img/s"
-        )
+    png = f"samples_{arm}.png"
+    atomic.write_bytes(out_dir / png, png_bytes(grid, min_cell=56, cell=max(h, w)))
+    buf = io.BytesIO()
+    np.save(buf, grid, allow_pickle=False)
+    atomic.write_bytes(out_dir / "grid.npy", buf.getvalue())
+    hist = trainer.history_
+    atomic.write_text(out_dir / "losses.csv", hist.to_csv(index=False))
+    m.update(
+        steps=int(config.steps),
+        seconds=float(trainer.seconds_),
+        images_per_second=float(trainer.images_per_second_),
+        device=str(trainer.device_),
+        batch_size=int(trainer.batch_size_),
+        n_train=len(data),
+        train_label_noise=_label_noise_share(data),
+        final_loss_d=float(hist["loss_d"].iloc[-1]),
+        final_loss_g=float(hist["loss_g"].iloc[-1]),
+        samples_png=png,
+        checkpoint=f"checkpoints/{arm}.pt",
+    )
+    atomic.write_json(out_dir / "metrics.json", m)
+    say(
+        f"[gan] {arm}: label accuracy {m['label_accuracy']:.3f}, FID {m['fid']:.2f}, "
+        f"CAS {m['cas']:.3f}, precision {m['precision']:.2f}, recall {m['recall']:.2f}, "
+        f"{m['seconds']:.0f}s, {m['images_per_second']:.0f} img/s"
+    )
+    return m
 
-    comparison = comparison_png(grids, results, dirty.class_names)
-    atomic.write_bytes(out_dir / "comparison.png", comparison)
+
+def finish_comparison(
+    plan_dir: str | Path, arm_dirs: dict[str, str | Path], *, out_dir: str | Path
+) -> dict[str, Any]:
+    """Gather a plan and its trained arms into the ``gan/`` folder; returns ``metrics.json``."""
+    import json
+
+    plan_dir, out_dir = Path(plan_dir), Path(out_dir)
+    plan, _ = _read_plan(plan_dir)
+    missing = [a for a in plan["arms"] if a not in arm_dirs]
+    if missing:
+        raise DataError(f"No trained result for arm(s) {missing} of the plan in {plan_dir}.")
+    arms = [a for a in plan["arms"] if a in arm_dirs]
+    results: dict[str, dict[str, Any]] = {}
+    grids: dict[str, np.ndarray] = {}
+    histories: dict[str, pd.DataFrame] = {}
+    files: dict[str, str] = {"judge": "judge.pt"}
+    atomic.write_bytes(out_dir / "judge.pt", (plan_dir / "judge.pt").read_bytes())
+    for arm in arms:
+        src = Path(arm_dirs[arm])
+        results[arm] = json.loads((src / "metrics.json").read_text())
+        grids[arm] = np.load(src / "grid.npy", allow_pickle=False)
+        histories[arm] = pd.read_csv(src / "losses.csv")
+        png = f"samples_{arm}.png"
+        atomic.write_bytes(out_dir / png, (src / png).read_bytes())
+        ckpt = f"checkpoints/{arm}.pt"
+        atomic.write_bytes(out_dir / ckpt, (src / ckpt).read_bytes())
+        files[f"samples_{arm}"] = png
+
+    atomic.write_bytes(out_dir / "comparison.png",
+                       comparison_png(grids, results, plan["class_names"]))  # fmt: skip
     atomic.write_bytes(out_dir / "loss_curves.png", loss_curves_png(histories))
     losses = pd.concat(
         [frame.assign(arm=arm) for arm, frame in histories.items()], ignore_index=True
@@ -475,24 +650,21 @@ def compare_gans(
         losses_csv="losses.csv",
         losses_json="losses.json",
     )
+    _, arrays = _read_plan(plan_dir)
+    transition = arrays["transition"]
     metrics: dict[str, Any] = {
         "arms": results,
-        "arms_run": run_arms,
-        "skipped": skipped,
-        "reference": reference,
-        "judge": {
-            "accuracy": judge_acc,
-            "train_accuracy": judge.train_accuracy_,
-            "seconds": judge.seconds_,
-            "config": judge.config_.to_dict(),
-        },
-        "split": split.to_dict(),
-        "gan_config": config.to_dict(),
-        "transition": None if transition is None else np.round(transition, 6).tolist(),
-        "device": str(dev),
-        "seed": int(seed),
-        "steps": int(steps),
-        "seconds_total": time.perf_counter() - t_start,
+        "arms_run": arms,
+        "skipped": plan["skipped"],
+        "reference": plan["reference"],
+        "judge": plan["judge"],
+        "split": plan["split"],
+        "gan_config": plan["gan_config"],
+        "transition": np.round(transition, 6).tolist() if transition.size else None,
+        "device": plan["device"],
+        "seed": plan["seed"],
+        "steps": plan["steps"],
+        "seconds_total": plan["seconds"] + sum(float(r["seconds"]) for r in results.values()),
         "files": files,
     }
     atomic.write_json(out_dir / "metrics.json", metrics)

@@ -103,6 +103,7 @@ def trusted_split(
     *,
     fraction: float = 0.1,
     test_fraction: float = 0.3,
+    min_per_class: int = 0,
     seed: int = 0,
 ) -> TrustedSplit:
     """Set aside a stratified slice of believed-clean samples for judging.
@@ -119,6 +120,10 @@ def trusted_split(
         believed-clean samples.
     test_fraction : float, keyword-only
         Share of the slice that becomes judge-test, in (0, 1).
+    min_per_class : int, keyword-only
+        Raise the slice to at least ``min_per_class * K`` samples (never above a quarter of
+        ``N``), so that metrics on a small dataset are not computed on a handful of images
+        per class. ``0``: the fraction alone decides.
     seed : int, keyword-only
         Seeds the draw; same inputs, same split.
 
@@ -160,7 +165,10 @@ def trusted_split(
         raise DataError(
             f"Only {pool.size} believed-clean sample(s); a trusted split needs at least two."
         )
-    n = min(max(2, int(round(fraction * len(dataset)))), pool.size)
+    n = int(round(fraction * len(dataset)))
+    if min_per_class > 0:
+        n = max(n, min(min_per_class * dataset.n_classes, len(dataset) // 4))
+    n = min(max(2, n), pool.size)
     rng = np.random.default_rng(seed)
     taken, _ = stratified_take(dataset.labels[pool], n, rng=rng)
     trusted_pos = pool[taken]

@@ -186,6 +186,36 @@ def test_compare_gans_end_to_end(digits_pair, tmp_path):
     assert any("judge" in line for line in lines)
 
 
+def test_arms_trained_separately_match_compare_gans(digits_pair, tmp_path):
+    """prepare_comparison + train_arm per arm (any order, own folders, what parallel
+    workers run) + finish_comparison gives the metrics of compare_gans."""
+    from pipeline.generate import finish_comparison, prepare_comparison, train_arm
+
+    dirty, cleaned, issues, nm = digits_pair
+    opts = {"gan_options": {"width": 8, "z_dim": 16, "batch_size": 32, "log_every": 4},
+            "judge_options": {"epochs": 1, "min_steps": 20}, "grid_columns": 4}  # fmt: skip
+    common = {"noise_matrix": nm, "steps": 8, "device": "cpu", "seed": 3, "progress": False}
+    whole = compare_gans(dirty, cleaned, issues, out_dir=tmp_path / "whole", **common, **opts)
+    plan = prepare_comparison(dirty, cleaned, issues, out_dir=tmp_path / "plan", **common, **opts)
+    assert plan["arms"] == list(ARMS)
+    for arm in reversed(plan["arms"]):
+        train_arm(arm, dirty, cleaned, plan_dir=tmp_path / "plan", out_dir=tmp_path / arm,
+                  steps=8, device="cpu", seed=3, progress=False)  # fmt: skip
+    parts = finish_comparison(tmp_path / "plan", {a: tmp_path / a for a in ARMS},
+                              out_dir=tmp_path / "gathered")  # fmt: skip
+    for arm in ARMS:
+        for key in ("label_accuracy", "fid", "precision", "recall", "cas"):
+            assert parts["arms"][arm][key] == pytest.approx(whole["arms"][arm][key], abs=1e-6)
+    assert parts["reference"] == whole["reference"]
+    assert (tmp_path / "gathered" / "comparison.png").exists()
+    with pytest.raises(DataError, match="was made for steps=8"):
+        train_arm("dirty", dirty, cleaned, plan_dir=tmp_path / "plan", out_dir=tmp_path / "x",
+                  steps=9, device="cpu", seed=3, progress=False)  # fmt: skip
+    with pytest.raises(DataError, match="No trained result"):
+        finish_comparison(tmp_path / "plan", {"dirty": tmp_path / "dirty"},
+                          out_dir=tmp_path / "y")  # fmt: skip
+
+
 def test_compare_gans_without_noise_matrix_skips_that_arm(digits_pair, tmp_path):
     dirty, cleaned, issues, _ = digits_pair
     metrics = compare_gans(
