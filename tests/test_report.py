@@ -20,7 +20,7 @@ from pipeline.report import compute_verdict, detection_metrics, figures, render_
 
 EVIL = "<script>alert(1)</script>"
 CLASS_NAMES = ["zero", "one", "two", "three", EVIL, "five", "six", "seven", "eight", "nine"]
-ARMS = ("dirty", "cleaned", "noise_aware")
+ARMS = ("dirty", "clean", "noise_aware")
 
 
 # ============================================================================ run-folder builder
@@ -217,15 +217,15 @@ def make_run(
         gan = root / "gan"
         gan.mkdir()
         arms = {
-            "dirty": {"fid": 48.2, "label_accuracy": 0.71, "cas_accuracy": 0.64,
-                      "precision": 0.6, "recall": 0.5, "vae_flag_fraction": 0.12},
-            "cleaned": {"fid": 31.5, "label_accuracy": 0.89, "cas_accuracy": 0.8,
-                        "precision": 0.7, "recall": 0.55, "vae_flag_fraction": 0.05},
-            "noise_aware": {"fid": 40.0, "label_accuracy": 0.83, "cas_accuracy": 0.75,
-                            "precision": 0.65, "recall": 0.52, "vae_flag_fraction": 0.08},
+            "dirty": {"fid": 48.2, "label_accuracy": 0.71, "cas": 0.64,
+                      "precision": 0.6, "recall": 0.5, "vae_flag_rate": 0.12},
+            "clean": {"fid": 31.5, "label_accuracy": 0.89, "cas": 0.8,
+                        "precision": 0.7, "recall": 0.55, "vae_flag_rate": 0.05},
+            "noise_aware": {"fid": 40.0, "label_accuracy": 0.83, "cas": 0.75,
+                            "precision": 0.65, "recall": 0.52, "vae_flag_rate": 0.08},
         }
         for i, arm in enumerate(ARMS):
-            arms[arm].update({"steps": 300, "seconds": 20.5 + i, "images_per_s": 1500.0,
+            arms[arm].update({"steps": 300, "seconds": 20.5 + i, "images_per_second": 1500.0,
                               "device": "cpu"})
             grid = _strokes(np.repeat(np.arange(k), 8), hw=hw, rng=rng)
             tiles = grid.reshape(k, 8, hw, hw).transpose(0, 2, 1, 3).reshape(k * hw, 8 * hw)
@@ -508,7 +508,7 @@ def test_no_ground_truth_says_so(tmp_path: Path) -> None:
 def test_worse_cleaned_arm_is_reported(tmp_path: Path) -> None:
     root = make_run(tmp_path / "run", n=60, parts=("gan",))
     metrics = json.loads((root / "gan" / "metrics.json").read_text())
-    metrics["arms"]["cleaned"].update(fid=60.0, label_accuracy=0.6, cas_accuracy=0.5)
+    metrics["arms"]["clean"].update(fid=60.0, label_accuracy=0.6, cas=0.5)
     (root / "gan" / "metrics.json").write_text(json.dumps(metrics))
     verdict = compute_verdict(root)
     assert verdict["helped"] is False and verdict["tone"] == "warn"
@@ -597,3 +597,15 @@ def test_opens_in_headless_chromium(full_report: tuple[Path, str], tmp_path: Pat
     page_errors = [line for line in proc.stderr.splitlines()
                    if re.search(r"CONSOLE|Uncaught|ERR_|Failed to load", line)]
     assert page_errors == []
+
+
+def test_headline_cites_the_metric_that_decided(tmp_path: Path) -> None:
+    """FID slightly worse but both accuracies clearly better: the headline names an accuracy."""
+    root = make_run(tmp_path / "run", n=60, parts=("gan",))
+    metrics = json.loads((root / "gan" / "metrics.json").read_text())
+    metrics["arms"]["clean"].update(fid=49.0, label_accuracy=0.93, cas=0.96)
+    metrics["arms"]["dirty"].update(fid=48.2, label_accuracy=0.87, cas=0.93)
+    (root / "gan" / "metrics.json").write_text(json.dumps(metrics))
+    verdict = compute_verdict(root)
+    assert verdict["helped"] is True
+    assert verdict["headline"] == "Cleaning helped the GAN (label accuracy 87.0% → 93.0%)."

@@ -67,13 +67,13 @@ _KNOWN_TYPES: dict[str, tuple[str, str]] = {
 _GAN_METRICS: dict[str, tuple[str, str | None, bool]] = {
     "fid": ("FID in the judge's feature space", "lower", False),
     "label_accuracy": ("Label accuracy of generated samples (GAN-test)", "higher", True),
-    "cas_accuracy": ("Accuracy of a classifier trained on generated samples (CAS)", "higher", True),
+    "cas": ("Accuracy of a classifier trained on generated samples (CAS)", "higher", True),
     "precision": ("Precision (fidelity)", "higher", True),
     "recall": ("Recall (diversity)", "higher", True),
-    "vae_flag_fraction": ("Generated samples the VAE flags as odd", "lower", True),
+    "vae_flag_rate": ("Generated samples the VAE flags as odd", "lower", True),
     "steps": ("Training steps", None, False),
     "seconds": ("Training time (s)", None, False),
-    "images_per_s": ("Images per second", None, False),
+    "images_per_second": ("Images per second", None, False),
     "device": ("Device", None, False),
 }
 
@@ -1311,22 +1311,31 @@ def _verdict(
 
 
 def _compare_arms(base: Mapping[str, Any], arm: Mapping[str, Any]) -> tuple[int | None, str]:
-    """(+1 better, -1 worse, 0 no clear change, None not comparable) and the evidence."""
-    score, words, compared = 0, [], 0
+    """(+1 better, -1 worse, 0 no clear change, None not comparable) and the evidence.
+
+    Each metric that moved beyond its tolerance votes; the evidence lists the metrics that
+    agree with the outcome first, so its first item is always a reason for the verdict.
+    """
+    score, compared = 0, 0
+    votes: list[tuple[int, str]] = []
     for key, label in (("fid", "FID"), ("label_accuracy", "label accuracy"),
-                       ("cas_accuracy", "CAS accuracy")):
+                       ("cas", "CAS accuracy")):
         b, a = base.get(key), arm.get(key)
         if not (_is_number(b) and _is_number(a)):
             continue
         compared += 1
         _, better, frac = _GAN_METRICS[key]
         d = float(a) - float(b)
+        vote = 0
         if abs(d) > _tolerance(key, float(b)):
-            score += 1 if ((d < 0) if better == "lower" else (d > 0)) else -1
-        words.append(f"{label} {_fmt_metric(b, frac)} → {_fmt_metric(a, frac)}")
+            vote = 1 if ((d < 0) if better == "lower" else (d > 0)) else -1
+        score += vote
+        votes.append((vote, f"{label} {_fmt_metric(b, frac)} → {_fmt_metric(a, frac)}"))
     if not compared:
         return None, ""
-    return int(np.sign(score)), ", ".join(words)
+    outcome = int(np.sign(score))
+    votes.sort(key=lambda v: v[0] != outcome)  # stable: agreeing metrics first
+    return outcome, ", ".join(words for _, words in votes)
 
 
 # ============================================================================ formatting
