@@ -52,7 +52,26 @@ _KNOWN_TYPES: dict[str, tuple[str, str]] = {
     ),
     "outlier": (
         "Outliers",
-        "Far from the rest of the data in a learned feature space.",
+        "Images that do not belong here: the best of the feature-space distance, the VAE's "
+        "reconstruction error and the image checks, combined.",
+    ),
+    "knn_outlier": (
+        "Outliers in feature space (Datalab)",
+        "Far from their nearest neighbours in the classifier's learned feature space "
+        "(cleanlab Datalab's outlier check).",
+    ),
+    "image_property": (
+        "Image property issues",
+        "Blank or constant, too dark or too light, low information or pure noise.",
+    ),
+    "class_imbalance": (
+        "Class imbalance",
+        "Samples of a class far rarer than the others.",
+    ),
+    "non_iid": (
+        "Non-iid ordering (Datalab)",
+        "The dataset's order is not random: neighbours in feature space sit next to each "
+        "other in the file (a dataset-level finding).",
     ),
     "vae": (
         "Poorly reconstructed images (VAE)",
@@ -368,7 +387,7 @@ def _run_section(run: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     timings = run.get("timings") if isinstance(run.get("timings"), dict) else {}
     return {
         "run_id": str(run.get("run_id") or run_dir.name),
-        "created_at": str(run.get("created_at") or "unknown"),
+        "created_at": str(run.get("created_at") or run.get("started_at") or "unknown"),
         "parameters": pairs(run.get("parameters")),
         "versions": pairs(run.get("versions")),
         "timings": [(str(k), _fmt_seconds(v)) for k, v in timings.items()],
@@ -1296,10 +1315,11 @@ def _verdict(
         headline = f"No detection result yet: only {have} available."
     else:
         headline = "This run folder holds no results yet."
+    # A verdict the run recorded in its own words; a dict is this function's own output
+    # (written by the flow) and would only repeat the headline.
     recorded = run.get("verdict")
-    if isinstance(recorded, dict):
-        recorded = "; ".join(f"{k}: {_fmt_value(v)}" for k, v in recorded.items()
-                             if not isinstance(v, dict | list))
+    if not isinstance(recorded, str) or recorded.strip() == headline.strip():
+        recorded = None
     return {
         "headline": headline,
         "points": points,
