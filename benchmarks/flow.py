@@ -18,8 +18,9 @@ Usage::
     python benchmarks/flow.py --mnist              # the real MNIST test set
     python benchmarks/flow.py --runner dask --json out.json
 
-Prints a table and writes the figures as JSON (``--json``, default
-``<runs root>/benchmark-flow.json``). Exit status 0 when every target is met, 1 otherwise.
+Prints a table on stderr and the figures as one JSON line on stdout (also written to
+``--json``, default ``<runs root>/benchmark-flow.json``). Exit status 0 when every
+target is met, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -149,19 +150,23 @@ def main(argv: list[str] | None = None) -> int:
     out = args.json or runs_root / "benchmark-flow.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"data {data}  inject {args.inject or '-'}  steps {args.steps}  folds {args.folds}  "
-          f"runner {args.runner}  device {args.device}")  # fmt: skip
-    print(f"{'':<10}{'wall s':>10}{'flow s':>10}")
+    def say(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    say(f"data {data}  inject {args.inject or '-'}  steps {args.steps}  folds {args.folds}  "
+        f"runner {args.runner}  device {args.device}")  # fmt: skip
+    say(f"{'':<10}{'wall s':>10}{'flow s':>10}")
     for name, r in (("first", first), ("cached", second)):
-        print(f"{name:<10}{r['wall_seconds']:>10.1f}{(r['flow_seconds'] or 0):>10.1f}")
-    print("stage seconds (first): " + ", ".join(
+        say(f"{name:<10}{r['wall_seconds']:>10.1f}{(r['flow_seconds'] or 0):>10.1f}")
+    say("stage seconds (first): " + ", ".join(
         f"{s} {v:.1f}" for s, v in first["stage_seconds"].items()))  # fmt: skip
-    print(f"cached / first (flow): {result['cached_fraction_flow']}  "
-          f"(wall: {result['cached_fraction_wall']})")  # fmt: skip
-    print(f"report: {first['report_bytes']} bytes")
+    say(f"cached / first (flow): {result['cached_fraction_flow']}  "
+        f"(wall: {result['cached_fraction_wall']})")  # fmt: skip
+    say(f"report: {first['report_bytes']} bytes")
     for name, ok in checks.items():
-        print(f"  {'ok  ' if ok else 'MISS'} {name}")
-    print(f"figures: {out}")
+        say(f"  {'ok  ' if ok else 'MISS'} {name}")
+    say(f"figures: {out}")
+    print(json.dumps(result), flush=True)
     return 0 if all(checks.values()) else 1
 
 

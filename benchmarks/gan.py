@@ -21,6 +21,7 @@ Run: ``python benchmarks/gan.py [--steps N] [--device cpu|cuda] [--seed S] [--ou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-steps", type=int, default=30, help="CPU timing run (cuda only)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--detection", type=Path, default=None, help="reuse this detection")
+    parser.add_argument("--arms", default="dirty,clean,noise_aware", help="arms to train")
+    parser.add_argument("--gan-options", default=None, help="GANConfig overrides as JSON")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     args = parser.parse_args(argv)
     if args.threads:
@@ -111,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.detect import run_detection
 
         det_dir = root / "detection"
-        detection = run_detection(
-            dirty, out_dir=det_dir, seed=args.seed, device=args.device, progress=progress
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
+            detection = run_detection(
+                dirty, out_dir=det_dir, seed=args.seed, device=args.device, progress=progress
+            )
         issues, noise_matrix = detection.issues, detection.noise_matrix
     detect_s = time.perf_counter() - t_detect
     cleaned, decisions = clean(dirty, issues, policy="relabel")
@@ -140,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         vae_dir=det_dir if (det_dir / "vae.pt").exists() else None,
         progress=progress,
+        arms=tuple(args.arms.split(",")),
+        gan_options=json.loads(args.gan_options) if args.gan_options else None,
     )
     arms_s = time.perf_counter() - t_arms
 
