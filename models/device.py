@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -33,10 +36,33 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+#: Per-context cap on torch's CPU threads (see :func:`cpu_thread_limit`).
+_THREAD_LIMIT: ContextVar[int | None] = ContextVar("assay_cpu_thread_limit", default=None)
+
+
+@contextlib.contextmanager
+def cpu_thread_limit(n: int | None) -> Iterator[None]:
+    """Cap the threads :func:`configure_cpu_threads` gives torch inside this block.
+
+    For models trained side by side in one process (e.g. GAN arms as parallel tasks):
+    torch's thread count is process-wide, and several trainings that each ask for every
+    core make OpenMP threads spin against each other. ``None`` lifts no cap.
+    """
+    token = _THREAD_LIMIT.set(n)
+    try:
+        yield
+    finally:
+        _THREAD_LIMIT.reset(token)
+
+
 def configure_cpu_threads() -> int:
-    """Use every core the process may use (respecting ``OMP_NUM_THREADS``); return the count."""
+    """Use every core the process may use (respecting ``OMP_NUM_THREADS`` and
+    :func:`cpu_thread_limit`); return the count."""
     env = os.environ.get("OMP_NUM_THREADS")
     n = int(env) if env and env.isdigit() else len(os.sched_getaffinity(0))
+    limit = _THREAD_LIMIT.get()
+    if limit is not None:
+        n = min(n, limit)
     n = max(1, n)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
