@@ -388,12 +388,18 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
 
         data_hash = ingest["hash"]
         if config.stage_enabled("validate"):
-            run_stage("validate", stages.validate_flow, config, data_hash)
+            validated = run_stage("validate", stages.validate_flow, config, data_hash)
+            flags_hash = validated["record"]["summary"].get("flags_hash")
+            if flags_hash:
+                hashes["validation_flags"] = flags_hash
         if config.stage_enabled("detect"):
             detect = run_stage("detect", stages.detect_flow, config, data_hash, device)
             hashes["issues"] = detect["record"]["hash"]
         if config.stage_enabled("clean"):
-            clean = run_stage("clean", stages.clean_flow, config, data_hash, hashes["issues"])
+            clean = run_stage(
+                "clean", stages.clean_flow, config, data_hash, hashes["issues"],
+                hashes.get("validation_flags"),
+            )  # fmt: skip
             hashes["cleaned"] = clean["record"]["hash"]
         if config.stage_enabled("generate"):
             gen = run_stage(

@@ -197,13 +197,16 @@ def detect_flow(config: RunConfig, data_hash: str, device: str) -> dict[str, Any
 
 
 @flow(name="clean", validate_parameters=False)
-def clean_flow(config: RunConfig, data_hash: str, issues_hash: str) -> dict[str, Any]:
+def clean_flow(
+    config: RunConfig, data_hash: str, issues_hash: str, validation_hash: str | None = None
+) -> dict[str, Any]:
     """Turn the detections into decisions and write the cleaned dataset."""
     return run_cached(
         tasks.clean_data,
         config,
         data_hash=data_hash,
         issues_hash=issues_hash,
+        validation_hash=validation_hash,
         policy=config.policy,
         **_common(config),
     )

@@ -571,6 +571,10 @@ def validate_data(
         "n_flagged_samples": n_flagged,
         "critical_message": None,
     }
+    flags_path = Path(run_dir) / "validation" / "sample_flags.parquet"
+    # what the clean stage reads from this stage: key it on this file alone (not on the
+    # Data Docs, which change with their own option)
+    summary["flags_hash"] = file_hash(flags_path) if flags_path.exists() else None
     if not result.success_critical:
         message_fn = getattr(validate_mod, "critical_failures_message", None)
         summary["critical_message"] = (
@@ -709,16 +713,30 @@ def _small(obj: Any, *, limit: int = 200) -> Any:
 # --------------------------------------------------------------------------- clean
 @task(name="clean-dataset", cache_key_fn=stage_key("clean"), **_CACHED)
 def clean_data(
-    *, data_hash: str, issues_hash: str, policy: str, run_dir: str, run_id: str
+    *,
+    data_hash: str,
+    issues_hash: str,
+    policy: str,
+    run_dir: str,
+    run_id: str,
+    validation_hash: str | None = None,
 ) -> dict[str, Any]:
-    """Turn issues into decisions -> ``run_dir/cleaned/`` (dataset + decisions.parquet)."""
+    """Turn issues into decisions -> ``run_dir/cleaned/`` (dataset + decisions.parquet).
+
+    The validation flags (``validation/sample_flags.parquet``, when the validate stage ran;
+    ``validation_hash`` keys them) go into the cleaned manifest with the decisions.
+    """
     import pandas as pd
 
     start = time.perf_counter()
     clean_mod = stage_module("pipeline.clean")
     dataset = _load_snapshot(run_dir)
     issues = pd.read_parquet(Path(run_dir) / "detection" / "issues.parquet")
-    cleaned, decisions = clean_mod.clean(dataset, issues, policy=policy)
+    flags_path = Path(run_dir) / "validation" / "sample_flags.parquet"
+    extra: dict[str, Any] = {}
+    if validation_hash and flags_path.exists():
+        extra["sample_flags"] = pd.read_parquet(flags_path)
+    cleaned, decisions = clean_mod.clean(dataset, issues, policy=policy, **extra)
     with atomic_dir(Path(run_dir) / "cleaned") as tmp:
         clean_mod.write_cleaned(cleaned, decisions, tmp)
     counts = decisions["decision"].astype(str).value_counts()
@@ -899,7 +917,10 @@ def gan_arm(
     run = Path(run_dir)
     dirty = _load_snapshot(run)
     cleaned = _load_snapshot(run, "cleaned")
-    with work_folder(work_root) as (final, tmp):
+    from models.device import cpu_thread_limit
+
+    # the arms train side by side: one torch thread each, so they do not spin on each other
+    with work_folder(work_root) as (final, tmp), cpu_thread_limit(1):
         metrics = generate.train_arm(
             arm,
             dirty,

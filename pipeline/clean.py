@@ -237,6 +237,7 @@ def clean(
     *,
     policy: str = "relabel",
     relabel_confidence: float = RELABEL_CONFIDENCE,
+    sample_flags: pd.DataFrame | None = None,
 ) -> tuple[Dataset, pd.DataFrame]:
     """Apply a cleaning policy to ``dataset`` using the detection table ``issues``.
 
@@ -254,12 +255,17 @@ def clean(
         See the module docstring.
     relabel_confidence : float, keyword-only
         Minimum ``suggested_label_confidence`` to relabel.
+    sample_flags : pandas.DataFrame, optional, keyword-only
+        The validation stage's per-sample flags (``sample_id`` + one boolean ``fails_*``
+        column per failed per-sample expectation); carried into the cleaned manifest.
 
     Returns
     -------
     cleaned : Dataset
         The kept and relabelled samples (ids, images and per-sample columns carried over;
-        ``meta["cleaning"]`` records the policy, threshold and counts).
+        ``meta["cleaning"]`` records the policy, threshold and counts). Its manifest gains
+        the per-stage columns: the validation flags, ``is_dirty`` and ``reasons`` of the
+        detection, and ``decision``, ``reason`` and ``original_label`` of the cleaning.
     decisions : pandas.DataFrame
         ``N`` rows, columns :data:`DECISION_COLUMNS` (see :func:`decide`).
 
@@ -272,7 +278,9 @@ def clean(
     decisions = decide(dataset, issues, policy=policy, relabel_confidence=relabel_confidence)
     keep = decisions["decision"].isin(("keep", "relabel")).to_numpy()
     new_labels = decisions["new_label"].to_numpy(dtype=np.int64)
-    cleaned = dataset.subset(np.flatnonzero(keep)).with_labels(new_labels[keep])
+    stage_columns = _stage_columns(dataset, issues, decisions, sample_flags)
+    cleaned = dataset.with_columns(**stage_columns)
+    cleaned = cleaned.subset(np.flatnonzero(keep)).with_labels(new_labels[keep])
     cleaned = cleaned.with_meta(
         cleaning={
             "policy": policy,
@@ -283,6 +291,31 @@ def clean(
         }
     )
     return cleaned, decisions
+
+
+def _stage_columns(
+    dataset: Dataset,
+    issues: pd.DataFrame,
+    decisions: pd.DataFrame,
+    sample_flags: pd.DataFrame | None,
+) -> dict[str, np.ndarray]:
+    """Per-sample columns of the validation, detection and cleaning stages, in dataset order."""
+    ids = dataset.sample_ids
+    cols: dict[str, np.ndarray] = {}
+    if sample_flags is not None and "sample_id" in sample_flags.columns:
+        flags = sample_flags.set_index("sample_id").reindex(ids)
+        for name in flags.columns:
+            if str(name).startswith("fails_"):
+                cols[str(name)] = flags[name].fillna(False).to_numpy(dtype=bool)
+    found = issues.set_index("sample_id").reindex(ids)
+    cols["is_dirty"] = found["is_dirty"].fillna(False).to_numpy(dtype=bool)
+    if "reasons" in found.columns:
+        cols["reasons"] = found["reasons"].fillna("").astype(str).to_numpy(dtype=object)
+    made = decisions.set_index("sample_id").reindex(ids)
+    cols["decision"] = made["decision"].astype(str).to_numpy(dtype=object)
+    cols["reason"] = made["reason"].astype(str).to_numpy(dtype=object)
+    cols["original_label"] = made["old_label"].to_numpy(dtype=np.int64)
+    return cols
 
 
 def decision_counts(decisions: pd.DataFrame) -> dict[str, int]:

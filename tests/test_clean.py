@@ -170,3 +170,20 @@ def test_write_cleaned_round_trip(dataset, issues, tmp_path):
     write_cleaned(cleaned2, decisions2, out)
     assert not (out / "review.csv").exists()
     assert len(pd.read_parquet(out / "decisions.parquet")) == len(dataset)
+
+
+def test_cleaned_manifest_carries_the_stages_columns(dataset, issues, tmp_path):
+    from pipeline import io
+
+    flags = pd.DataFrame({"sample_id": np.arange(12, dtype=np.int64)[::-1],
+                          "fails_not_blank": np.arange(12)[::-1] == 3})  # fmt: skip
+    cleaned, decisions = clean(dataset, issues, policy="relabel", sample_flags=flags)
+    out = write_cleaned(cleaned, decisions, tmp_path / "cleaned")
+    manifest = pd.read_parquet(out / "manifest.parquet").set_index("sample_id")
+    assert manifest.index.tolist() == [0, 1, 3, 6, 10]
+    assert manifest["fails_not_blank"].tolist() == [False, False, True, False, False]
+    assert manifest["decision"].tolist() == ["keep", "relabel", "keep", "relabel", "keep"]
+    assert manifest["original_label"].tolist() == [0, 0, 0, 1, 2]
+    assert manifest["label"].tolist() == [0, 2, 0, 2, 2]
+    assert not manifest["is_dirty"].loc[[0, 3, 10]].any()
+    assert io.load(str(out)).columns["decision"].tolist() == manifest["decision"].tolist()

@@ -949,6 +949,14 @@ def test_end_to_end_on_digits_with_injected_dirt(e2e_runs):
     decisions = pd.read_parquet(run / "cleaned/decisions.parquet")
     assert set(decisions["decision"]) <= {"keep", "drop", "relabel", "review"}
     assert len(decisions) == len(manifest)
+    # the cleaned manifest carries the validation flags and the decisions per sample
+    cleaned = pd.read_parquet(run / "cleaned/manifest.parquet").set_index("sample_id")
+    flags = pd.read_parquet(run / "validation/sample_flags.parquet").set_index("sample_id")
+    fails = [c for c in flags.columns if c.startswith("fails_")]
+    assert fails and set(fails) <= set(cleaned.columns)
+    assert cleaned[fails].equals(flags.loc[cleaned.index, fails])
+    by_id = decisions.set_index("sample_id").loc[cleaned.index]
+    assert cleaned["decision"].tolist() == by_id["decision"].tolist()
     metrics = json.loads((run / "gan/metrics.json").read_text())
     for arm in metrics["arms"]:
         assert (run / f"gan/samples_{arm}.png").is_file()
