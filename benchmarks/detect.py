@@ -150,7 +150,7 @@ def baselines(images: np.ndarray, *, seed: int) -> dict[str, np.ndarray]:
 
     x = images.reshape(len(images), -1).astype(np.float32) / 255.0
     iso = IsolationForest(n_estimators=200, random_state=seed).fit(x)
-    ood = OutOfDistribution().fit_score(features=x)
+    ood = OutOfDistribution().fit_score(features=x, verbose=False)
     return {"isolation_forest_pixels": iso.score_samples(x), "cleanlab_knn_pixels": ood}
 
 

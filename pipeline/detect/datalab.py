@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import warnings
 from typing import Any
 
@@ -122,10 +123,11 @@ def _run_datalab(
 ) -> dict[str, Any]:
     from cleanlab.datalab.datalab import Datalab
 
-    lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
-    sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    # Datalab prints as it goes (also with verbosity 0); keep stdout for the caller.
+    sink = contextlib.redirect_stdout(sys.stderr if verbose else io.StringIO())
     with sink, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
         lab.find_issues(
             features=features,
             issue_types={
@@ -135,6 +137,10 @@ def _run_datalab(
                 "class_imbalance": {"threshold": IMBALANCE_THRESHOLD},
             },
         )
+        return _datalab_results(lab, labels)
+
+
+def _datalab_results(lab: Any, labels: np.ndarray) -> dict[str, Any]:
     found = set(lab.issue_summary["issue_type"]) if len(lab.issue_summary) else set()
     out: dict[str, Any] = {"backend": "datalab"}
     for name in ISSUE_TYPES:
