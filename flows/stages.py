@@ -174,14 +174,15 @@ def validate_flow(config: RunConfig, data_hash: str) -> dict[str, Any]:
 def detect_flow(config: RunConfig, data_hash: str, device: str) -> dict[str, Any]:
     """Find label issues, outliers, duplicates and image-property issues.
 
-    When the detection package exposes per-fold training, the K folds of the
-    out-of-fold classifier are separate cached tasks, submitted side by side on process
-    and Dask runners; the detectors then reuse their predictions.
+    On process and Dask runners the K folds of the out-of-fold classifier are separate
+    cached tasks submitted side by side, and the detectors reuse their predictions. With
+    threads the detection runs as one task (its folds still train two at a time, one
+    torch thread each, inside it).
     """
     common = {"data_hash": data_hash, "folds": config.folds, "seed": config.seed,
               "device": device, **_common(config)}  # fmt: skip
     work = None
-    if tasks.parallel_detection_available():
+    if use_task_runner(config) and tasks.parallel_detection_available():
         work_root = str(Path(str(config.cache_dir)) / "work")
         folds = run_cached_many(
             tasks.fit_fold,
@@ -218,15 +219,15 @@ def generate_flow(
 ) -> dict[str, Any]:
     """Train the same conditional GAN on dirty and cleaned data and compare the arms.
 
-    When the generate module exposes per-arm training, the judge is trained once and
-    every arm is a separate cached task, submitted side by side on process and Dask
-    runners; the comparison then only gathers them.
+    On process and Dask runners the judge is trained once and every arm is a separate
+    cached task, submitted side by side; the comparison then only gathers them. With
+    threads the arms train one after the other in one task, each on every core.
     """
     common = {"data_hash": data_hash, "issues_hash": issues_hash,
               "cleaned_hash": cleaned_hash, "steps": config.steps, "seed": config.seed,
               "device": device, **_common(config)}  # fmt: skip
     work = None
-    if tasks.parallel_generate_available():
+    if use_task_runner(config) and tasks.parallel_generate_available():
         work_root = str(Path(str(config.cache_dir)) / "work")
         plan = run_cached(
             tasks.gan_prepare,

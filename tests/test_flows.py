@@ -42,7 +42,7 @@ from prefect.client.schemas.filters import (  # noqa: E402
 )
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from flows import tasks  # noqa: E402
+from flows import stages, tasks  # noqa: E402
 from flows.config import STAGES, RunConfig, load_config  # noqa: E402
 from flows.main import ARTIFACT_KEYS, run_pipeline  # noqa: E402
 from flows.runners import RunnerSpec, open_runner, parse_runner  # noqa: E402
@@ -574,7 +574,8 @@ def parallel_fakes():
 class TestParallelParts:
     """Folds and GAN arms as separate cached tasks (when the stage modules expose them)."""
 
-    def test_folds_and_arms_are_tasks_and_cached(self, parallel_fakes, tmp_path):
+    def test_folds_and_arms_are_tasks_and_cached(self, parallel_fakes, tmp_path, monkeypatch):
+        monkeypatch.setattr(stages, "use_task_runner", lambda config: True)
         calls = parallel_fakes
         config = _config(tmp_path, folds=3)
         first = run_pipeline(config)
@@ -601,8 +602,6 @@ class TestParallelParts:
 
     def test_parallel_runner_submits_folds_side_by_side(self, parallel_fakes, tmp_path,
                                                         monkeypatch):  # fmt: skip
-        from flows import stages
-
         monkeypatch.setattr(stages, "use_task_runner", lambda config: True)
         calls = parallel_fakes
         calls.spans.clear()
@@ -612,8 +611,10 @@ class TestParallelParts:
         assert summary.stages["detect"] == "done"
 
     @pytest.mark.slow
-    def test_missing_work_folder_is_recomputed(self, parallel_fakes, tmp_path):
+    def test_missing_work_folder_is_recomputed(self, parallel_fakes, tmp_path, monkeypatch):
         import shutil
+
+        monkeypatch.setattr(stages, "use_task_runner", lambda config: True)
 
         calls = parallel_fakes
         config = _config(tmp_path, folds=2, seed=9, until="detect")
