@@ -643,7 +643,9 @@ class _IssueType:
 
 
 _NOUNS = {"label": "label issues", "outlier": "outliers", "vae": "VAE outliers",
-          "exact_duplicate": "exact duplicates", "near_duplicate": "near duplicates"}
+          "exact_duplicate": "exact duplicates", "near_duplicate": "near duplicates",
+          "knn_outlier": "feature-space outliers", "image_property": "image property issues",
+          "class_imbalance": "samples of a rare class", "non_iid": "non-iid findings"}
 
 
 def _issue_types(issues: pd.DataFrame) -> list[_IssueType]:
