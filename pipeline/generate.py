@@ -551,8 +551,8 @@ def train_arm(
     k = dirty.n_classes
     split = TrustedSplit(arrays["judge_train"], arrays["judge_test"], plan["split"]["source"],
                          plan["split"]["pool_size"])  # fmt: skip
-    real_y = split.test_set(dirty).labels
-    real_x = split.test_set(dirty).images
+    judge_test = split.test_set(dirty)
+    real_x, real_y = judge_test.images, judge_test.labels
     data = split.exclude(cleaned if arm == "clean" else dirty)
     transition = arrays["transition"] if arm == "noise_aware" else None
     config = GANConfig.for_data(
@@ -611,7 +611,7 @@ def finish_comparison(
     import json
 
     plan_dir, out_dir = Path(plan_dir), Path(out_dir)
-    plan, _ = _read_plan(plan_dir)
+    plan, arrays = _read_plan(plan_dir)
     missing = [a for a in plan["arms"] if a not in arm_dirs]
     if missing:
         raise DataError(f"No trained result for arm(s) {missing} of the plan in {plan_dir}.")
@@ -650,7 +650,6 @@ def finish_comparison(
         losses_csv="losses.csv",
         losses_json="losses.json",
     )
-    _, arrays = _read_plan(plan_dir)
     transition = arrays["transition"]
     metrics: dict[str, Any] = {
         "arms": results,
