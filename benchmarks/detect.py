@@ -135,7 +135,7 @@ def label_rules(
 ) -> dict[str, float]:
     """F1 of cleanlab's ``find_label_issues`` with every ``filter_by`` rule, on the same
     out-of-fold ``pred_probs`` (evaluated over ``mask``)."""
-    from pipeline.detect.label import label_issues
+    from assay.pipeline.detect.label import label_issues
 
     return {
         rule: prf(label_issues(labels, pred_probs, filter_by=rule)["is_issue"][mask], noisy)["f1"]
@@ -158,8 +158,8 @@ def evaluate(
     dataset: Any, issues: pd.DataFrame, result: Any, *, seed: int = 0, with_baselines: bool = True
 ) -> dict[str, Any]:
     """Every metric of the module docstring for one detection run."""
-    from pipeline.detect.combine import COMBINATIONS, OUTLIER_SOURCES, combine_outlier_scores
-    from pipeline.inject import CORRUPTED_KINDS, ground_truth
+    from assay.pipeline.detect.combine import COMBINATIONS, OUTLIER_SOURCES, combine_outlier_scores
+    from assay.pipeline.inject import CORRUPTED_KINDS, ground_truth
 
     gt = ground_truth(dataset)
     kind = gt["injected"].to_numpy()
@@ -242,7 +242,7 @@ def evaluate(
 
 # ----------------------------------------------------------------------------- running
 def _load(data: str):
-    from pipeline import io
+    from assay.pipeline import io
 
     if data == "digits":
         return io.load("digits")
@@ -257,8 +257,8 @@ def run_scenario(
 ) -> dict[str, Any]:
     """Inject, detect, evaluate; the scenario's JSON record. With ``keep``, the detection
     outputs and the out-of-fold predictions are kept in ``keep/<scenario>/``."""
-    from pipeline.detect import run_detection
-    from pipeline.inject import inject
+    from assay.pipeline.detect import run_detection
+    from assay.pipeline.inject import inject
 
     clean = _load(scenario.data)
     if clean is None:

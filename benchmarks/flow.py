@@ -57,7 +57,7 @@ def run_once(args: argparse.Namespace, runs_root: Path, data: str) -> dict[str, 
     """One ``assay run`` in a fresh process; its wall time and run.json figures."""
     known = {p.name for p in runs_root.iterdir()} if runs_root.exists() else set()
     cmd = [
-        sys.executable, "-m", "flows.cli", "run",
+        sys.executable, "-m", "assay.flows.cli", "run",
         "--data", data,
         "--runs-root", str(runs_root),
         "--steps", str(args.steps),
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.mnist:
         sys.path.insert(0, str(REPO))
-        from pipeline.io import default_mnist_path
+        from assay.pipeline.io import default_mnist_path
 
         data = str(default_mnist_path())
         if not Path(data).exists():
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data or "digits"
     if args.steps is None:
         sys.path.insert(0, str(REPO))
-        from flows.config import RunConfig
+        from assay.flows.config import RunConfig
 
         args.steps = RunConfig().steps
     runs_root = args.runs_root or Path(tempfile.mkdtemp(prefix="assay-bench-"))

@@ -35,10 +35,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import io  # noqa: E402
-from pipeline.clean import clean, decision_counts  # noqa: E402
-from pipeline.generate import compare_gans  # noqa: E402
-from pipeline.inject import InjectionConfig, inject  # noqa: E402
+from assay.pipeline import io  # noqa: E402
+from assay.pipeline.clean import clean, decision_counts  # noqa: E402
+from assay.pipeline.generate import compare_gans  # noqa: E402
+from assay.pipeline.inject import InjectionConfig, inject  # noqa: E402
 
 TARGETS = {
     "clean_label_accuracy_min": 0.95,
@@ -59,7 +59,7 @@ def _cpu_images_per_second(dataset: Any, config: Any, steps: int) -> float:
     """The same trainer configuration, briefly on the CPU."""
     from dataclasses import replace
 
-    from models.gan import GANTrainer
+    from assay.models.gan import GANTrainer
 
     cfg = replace(config, steps=steps, log_every=steps, checkpoint_every=0)
     trainer = GANTrainer(cfg, device="cpu", progress=False).fit(dataset.images, dataset.labels)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{det_dir}: issues.parquet is not for this dataset/seed.")
         noise_matrix = np.load(det_dir / "noise_matrix.npy", allow_pickle=False)
     else:
-        from pipeline.detect import run_detection
+        from assay.pipeline.detect import run_detection
 
         det_dir = root / "detection"
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cpu_ips = None
     if metrics["device"].startswith("cuda"):
-        from models.gan import GANConfig
+        from assay.models.gan import GANConfig
 
         cfg = GANConfig(**{**metrics["gan_config"], "image_shape": tuple(
             metrics["gan_config"]["image_shape"])})

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 
 try:
-    from pipeline.io import default_mnist_path, load, save
+    from assay.pipeline.io import default_mnist_path, load, save
 except ModuleNotFoundError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipeline.io import default_mnist_path, load, save
+    from assay.pipeline.io import default_mnist_path, load, save
 
 TARGETS = {"mnist_idx_load_s": 0.5, "canonical_load_60k_s": 1.0}
 

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import great_expectations  # noqa: E402,F401  (imported before timing)
 
-from pipeline import io  # noqa: E402
-from pipeline.dataset import Dataset  # noqa: E402
-from pipeline.profile import profile  # noqa: E402
-from pipeline.validate import validate  # noqa: E402
+from assay.pipeline import io  # noqa: E402
+from assay.pipeline.dataset import Dataset  # noqa: E402
+from assay.pipeline.profile import profile  # noqa: E402
+from assay.pipeline.validate import validate  # noqa: E402
 
 TARGETS = {"profile_60k_s": 2.0, "validate_60k_s": 2.0}
 

@@ -73,7 +73,7 @@ def _add_compute(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- commands
 def cmd_info(args: argparse.Namespace) -> int:
-    from pipeline import io
+    from assay.pipeline import io
 
     dataset = io.load(args.data, strict=args.strict)
     summary = dataset.summary()
@@ -86,8 +86,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    from pipeline import io
-    from pipeline.inject import inject
+    from assay.pipeline import io
+    from assay.pipeline.inject import inject
 
     dataset = io.load(args.data, strict=args.strict)
     dirty = inject(dataset, args.config or args.preset, seed=args.seed)
@@ -99,25 +99,25 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from pipeline import io
-    from pipeline.runfolder import RunFolder
+    from assay.pipeline import io
+    from assay.pipeline.runfolder import RunFolder
 
     dataset = io.load(args.data, strict=args.strict)
     reference = io.load(args.reference) if args.reference else None
-    from pipeline.validate import critical_failures_message, validate
+    from assay.pipeline.validate import critical_failures_message, validate
 
     run = RunFolder(Path(args.out))
     result = validate(
         dataset,
         suite_path=args.suite,
         reference=reference,
-        out_dir=run.validation,
+        out_dir=run.paths.validation,
         data_docs=not args.no_data_docs,
     )
     failed = [r for r in result.results if not r["success"]]
     print(
         f"{len(result.results) - len(failed)}/{len(result.results)} expectations met; "
-        f"{len(failed)} failed. Details: {run.validation / 'validation.json'}"
+        f"{len(failed)} failed. Details: {run.paths.validation / 'validation.json'}"
     )
     for r in failed:
         column = f" [{r['column']}]" if r.get("column") else ""
@@ -129,10 +129,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_expectations_learn(args: argparse.Namespace) -> int:
-    from pipeline import io
+    from assay.pipeline import io
 
     dataset = io.load(args.data, strict=args.strict)
-    from pipeline.validate import learn_suite
+    from assay.pipeline.validate import learn_suite
 
     out = learn_suite(dataset, out_path=Path(args.out))
     print(f"Learned a suite from {len(dataset)} trusted samples: {out}")
@@ -140,18 +140,18 @@ def cmd_expectations_learn(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from pipeline import io
-    from pipeline.runfolder import RunFolder
+    from assay.pipeline import io
+    from assay.pipeline.runfolder import RunFolder
 
     dataset = io.load(args.data, strict=args.strict)
-    from pipeline.detect import run_detection
+    from assay.pipeline.detect import run_detection
 
     run = RunFolder(Path(args.out))
     result = run_detection(
-        dataset, out_dir=run.detection, seed=args.seed, device=args.device, folds=args.folds
+        dataset, out_dir=run.paths.detection, seed=args.seed, device=args.device, folds=args.folds
     )
     counts = result.summary.get("counts", {})
-    print(f"Detection on {len(dataset)} samples -> {run.detection / 'issues.parquet'}")
+    print(f"Detection on {len(dataset)} samples -> {run.paths.detection / 'issues.parquet'}")
     _print_kv([(k, v) for k, v in counts.items()] or [("issues", 0)])
     return EXIT_OK
 
@@ -159,21 +159,21 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_clean(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pipeline import io
-    from pipeline.clean import clean, write_cleaned
-    from pipeline.runfolder import RunFolder
+    from assay.pipeline import io
+    from assay.pipeline.clean import clean, write_cleaned
+    from assay.pipeline.runfolder import RunFolder
 
     run = RunFolder(Path(args.run))
-    data = args.data or str(run.dataset)
+    data = args.data or str(run.paths.dataset)
     dataset = io.load(data)
-    issues_path = run.detection / "issues.parquet"
+    issues_path = run.paths.detection / "issues.parquet"
     if not issues_path.exists():
-        from pipeline.errors import DataError
+        from assay.pipeline.errors import DataError
 
         raise DataError(f"{issues_path}: no detection result; run `assay detect` first.")
     issues = pd.read_parquet(issues_path)
     cleaned, decisions = clean(dataset, issues, policy=args.policy)
-    write_cleaned(cleaned, decisions, run.cleaned)
+    write_cleaned(cleaned, decisions, run.paths.cleaned)
     counts = decisions["decision"].value_counts()
     print(f"Cleaned with policy {args.policy!r}: {len(cleaned)} of {len(dataset)} kept")
     _print_kv([(str(k), int(v)) for k, v in counts.items()])
@@ -184,30 +184,30 @@ def cmd_gan(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from pipeline import io
-    from pipeline.generate import compare_gans
-    from pipeline.runfolder import RunFolder
+    from assay.pipeline import io
+    from assay.pipeline.generate import compare_gans
+    from assay.pipeline.runfolder import RunFolder
 
     run = RunFolder(Path(args.run))
-    for need in (run.dataset, run.detection / "issues.parquet", run.cleaned):
+    for need in (run.paths.dataset, run.paths.detection / "issues.parquet", run.paths.cleaned):
         if not need.exists():
-            from pipeline.errors import DataError
+            from assay.pipeline.errors import DataError
 
             raise DataError(f"{need}: missing; run `assay run` (or detect and clean) first.")
-    dirty = io.load(str(run.dataset))
-    cleaned = io.load(str(run.cleaned))
-    issues = pd.read_parquet(run.detection / "issues.parquet")
-    noise_matrix = np.load(run.detection / "noise_matrix.npy", allow_pickle=False)
+    dirty = io.load(str(run.paths.dataset))
+    cleaned = io.load(str(run.paths.cleaned))
+    issues = pd.read_parquet(run.paths.detection / "issues.parquet")
+    noise_matrix = np.load(run.paths.detection / "noise_matrix.npy", allow_pickle=False)
     metrics = compare_gans(
         dirty,
         cleaned,
         issues,
         noise_matrix=noise_matrix,
-        out_dir=run.gan,
+        out_dir=run.paths.gan,
         steps=args.steps,
         device=args.device,
         seed=args.seed,
-        vae_dir=run.detection,
+        vae_dir=run.paths.detection,
     )
     for arm, m in metrics.get("arms", {}).items():
         print(
@@ -218,7 +218,7 @@ def cmd_gan(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.report import render_report
+    from assay.pipeline.report import render_report
 
     path = render_report(Path(args.run))
     print(f"Report: {path}")
@@ -239,8 +239,8 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.config import load_config
-    from flows.main import run_pipeline
+    from assay.flows.config import load_config
+    from assay.flows.main import run_pipeline
 
     config = load_config(args.config, overrides=_run_overrides(args))
     summary = run_pipeline(config)
@@ -248,8 +248,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from flows.config import load_config
-    from flows.serve import serve
+    from assay.flows.config import load_config
+    from assay.flows.serve import serve
 
     config = load_config(args.config, overrides=_run_overrides(args))
     serve(config, cron=args.cron, name=args.name)
@@ -257,7 +257,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from flows.serve import start_server
+    from assay.flows.serve import start_server
 
     start_server(host=args.host, port=args.port)
     return EXIT_OK
@@ -382,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
-    from pipeline.errors import AssayError
+    from assay.pipeline.errors import AssayError
 
     start = time.perf_counter()
     try:

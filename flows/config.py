@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import DataError
+from assay.pipeline.errors import DataError
 
 #: The stages of a run, in order. ``until`` stops after one of them.
 STAGES: tuple[str, ...] = ("ingest", "validate", "detect", "clean", "generate", "report")
@@ -136,7 +136,7 @@ class RunConfig(BaseModel):
     @field_validator("runner")
     @classmethod
     def _runner(cls, value: str) -> str:
-        from flows.runners import parse_runner
+        from assay.flows.runners import parse_runner
 
         try:
             return str(parse_runner(value))
@@ -153,7 +153,7 @@ class RunConfig(BaseModel):
 
         Idempotent: a config whose ``run_dir`` is set keeps it (made absolute).
         """
-        from pipeline.runfolder import new_run_id
+        from assay.pipeline.runfolder import new_run_id
 
         runs_root = self.runs_root.expanduser().resolve()
         if self.run_dir is None:

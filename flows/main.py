@@ -30,12 +30,12 @@ from prefect.artifacts import (
 )
 from prefect.context import FlowRunContext
 
-from flows import stages
-from flows.config import STAGES, RunConfig
-from flows.runners import open_runner
-from flows.tasks import code_version
-from pipeline.errors import CriticalValidationError, DataError
-from pipeline.runfolder import RunFolder, now_iso, versions
+from assay.flows import stages
+from assay.flows.config import STAGES, RunConfig
+from assay.flows.runners import open_runner
+from assay.flows.tasks import code_version
+from assay.pipeline.errors import CriticalValidationError, DataError
+from assay.pipeline.runfolder import RunFolder, now_iso, versions
 
 #: Artifact keys (lowercase letters, digits and dashes, as Prefect requires).
 ARTIFACT_KEYS = {
@@ -118,7 +118,7 @@ def _stage_settings() -> Callable[[], Any]:
 
 
 def _resolve_device(requested: str) -> str:
-    from models.device import pick_device
+    from assay.models.device import pick_device
 
     try:
         return str(pick_device(requested))
@@ -170,10 +170,10 @@ def verdict_text(outcomes: dict[str, dict[str, Any]]) -> str:
 def _report_verdict(run_dir: Path, outcomes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The verdict the report will show (``pipeline.report.compute_verdict``), with a
     ``text`` line; the stage summaries' one-liner when the report module has none."""
-    from flows.tasks import stage_module
+    from assay.flows.tasks import stage_module
 
     text = verdict_text(outcomes)
-    compute = getattr(stage_module("pipeline.report"), "compute_verdict", None)
+    compute = getattr(stage_module("assay.pipeline.report"), "compute_verdict", None)
     if compute is None or "detect" not in outcomes:
         return {"text": text}
     try:
@@ -265,9 +265,9 @@ def _publish_artifacts(
             key=ARTIFACT_KEYS["table"],
             description=f"assay run {run_id}: issue counts per type, decisions, GAN metrics",
         )
-    if "report" in outcomes and run.report.exists():
+    if "report" in outcomes and run.paths.report.exists():
         create_link_artifact(
-            run.report.resolve().as_uri(),
+            run.paths.report.resolve().as_uri(),
             link_text=f"report.html of run {run_id}",
             key=ARTIFACT_KEYS["report"],
             description=f"assay run {run_id}: the self-contained HTML report",
@@ -302,7 +302,7 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
 
     def begin(stage: str) -> float:
         say(f"{stage:<9} started")
-        if run.run_json.exists():
+        if run.paths.run_json.exists():
             run.update_run_json(stages={stage: {"state": "running", "started_at": now_iso()}})
         return time.perf_counter()
 
@@ -334,7 +334,7 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
         )
 
     def failed(stage: str, exc: BaseException) -> None:
-        if run.run_json.exists():
+        if run.paths.run_json.exists():
             state = "critical" if isinstance(exc, CriticalValidationError) else "failed"
             if isinstance(exc, KeyboardInterrupt):
                 state = "interrupted"
@@ -436,7 +436,7 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
         stages={s: {"state": "skipped"} for s in skipped},
     )
     _publish_artifacts(run, run_id, verdict, outcomes, stage_rows, unchanged_since)
-    report_path = run.report if "report" in outcomes else None
+    report_path = run.paths.report if "report" in outcomes else None
     if unchanged_since and all_cached:
         say(f"unchanged since {unchanged_since}: every stage came from the cache")
     say(f"verdict: {verdict}")
@@ -489,14 +489,14 @@ def preflight(config: RunConfig) -> None:
         The data spec names nothing loadable, the injection preset is unknown, the
         suite file is missing or the device is unavailable.
     """
-    from flows.tasks import stage_module
+    from assay.flows.tasks import stage_module
 
-    io = stage_module("pipeline.io")
+    io = stage_module("assay.pipeline.io")
     detect_format = getattr(io, "detect_format", None)
     if detect_format is not None:
         detect_format(config.data)
     if config.inject and not Path(config.inject).expanduser().exists():
-        presets = getattr(stage_module("pipeline.inject"), "PRESETS", None)
+        presets = getattr(stage_module("assay.pipeline.inject"), "PRESETS", None)
         if presets is not None and config.inject not in presets:
             raise DataError(
                 f"`inject` must be a preset ({', '.join(sorted(presets))}) or an injection "
@@ -548,6 +548,6 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from flows.config import load_config
+    from assay.flows.config import load_config
 
     run_pipeline(load_config(sys.argv[1] if len(sys.argv) > 1 else None))

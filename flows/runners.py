@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import DataError
+from assay.pipeline.errors import DataError
 
 RUNNER_KINDS: tuple[str, ...] = ("threads", "processes", "dask")
 

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flows.config import RunConfig
-from pipeline.errors import DataError
+from assay.flows.config import RunConfig
+from assay.pipeline.errors import DataError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
@@ -256,7 +256,7 @@ def serve(
     pipeline.errors.DataError
         A bad cron string or bad input in ``config``.
     """
-    from flows.main import assay_flow, prefect_defaults, preflight
+    from assay.flows.main import assay_flow, prefect_defaults, preflight
 
     check_cron(cron)
     preflight(config)

@@ -19,10 +19,10 @@ from typing import Any
 
 from prefect import flow
 
-from flows import tasks
-from flows.config import RunConfig
-from flows.runners import parse_runner
-from pipeline.errors import CriticalValidationError
+from assay.flows import tasks
+from assay.flows.config import RunConfig
+from assay.flows.runners import parse_runner
+from assay.pipeline.errors import CriticalValidationError
 
 Check = Callable[[dict[str, Any], Path], bool]
 

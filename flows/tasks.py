@@ -47,8 +47,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.atomic import atomic_dir
-from pipeline.errors import AssayError
+from assay.pipeline.atomic import atomic_dir
+from assay.pipeline.errors import AssayError
 
 #: Bump to invalidate every cached record (e.g. when the record format changes).
 CACHE_FORMAT = "1"
@@ -58,12 +58,12 @@ CACHE_FORMAT = "1"
 #: directly or not, found by reading the source (:func:`stage_sources`); so a change to
 #: the GAN does not invalidate cached detections, and a new helper module is never missed.
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "ingest": ("pipeline.io", "pipeline.ingest", "pipeline.inject"),
-    "validate": ("pipeline.io", "pipeline.validate", "expectations"),
-    "detect": ("pipeline.io", "pipeline.detect"),
-    "clean": ("pipeline.io", "pipeline.clean"),
-    "generate": ("pipeline.io", "pipeline.generate"),
-    "report": ("pipeline.io", "pipeline.report"),
+    "ingest": ("assay.pipeline.io", "assay.pipeline.ingest", "assay.pipeline.inject"),
+    "validate": ("assay.pipeline.io", "assay.pipeline.validate", "assay.expectations"),
+    "detect": ("assay.pipeline.io", "assay.pipeline.detect"),
+    "clean": ("assay.pipeline.io", "assay.pipeline.clean"),
+    "generate": ("assay.pipeline.io", "assay.pipeline.generate"),
+    "report": ("assay.pipeline.io", "assay.pipeline.report"),
 }
 
 #: Task parameters that never enter a cache key: where outputs go, and objects whose
@@ -71,20 +71,20 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
 UNKEYED = frozenset({"run_dir", "run_id", "dataset", "progress", "work_root", "work"})
 
 #: Top-level packages whose modules count as code of a stage.
-CODE_PACKAGES = ("pipeline", "models")
+CODE_PACKAGES = ("assay.pipeline", "assay.models")
 
 _DATA_SUFFIXES = (".json", ".html", ".j2", ".jinja", ".css", ".yaml", ".yml", ".toml", ".txt")
 
 
 def source_root() -> Path:
-    """The folder holding the ``pipeline`` package (the repository root in a checkout)."""
-    import pipeline
+    """The folder holding the ``pipeline`` folder (the repository root in a checkout)."""
+    import assay.pipeline
 
-    return Path(pipeline.__file__).resolve().parent.parent
+    return Path(assay.pipeline.__file__).resolve().parent.parent
 
 
 def _module_file(name: str, root: Path) -> Path | None:
-    base = root / Path(*name.split("."))
+    base = root / Path(*name.split(".")[1:])
     if base.with_suffix(".py").is_file():
         return base.with_suffix(".py")
     if (base / "__init__.py").is_file():
@@ -96,7 +96,7 @@ def _imported_names(path: Path, module: str) -> set[str]:
     """Dotted names a module imports (anywhere in it, lazily or not), or names in strings.
 
     ``from a import b`` yields ``a`` and ``a.b`` (``b`` may be a module); strings such as
-    ``"pipeline.detect.vae"`` count too (modules imported by name).
+    ``"assay.pipeline.detect.vae"`` count too (modules imported by name).
     """
     import ast
 
@@ -121,7 +121,7 @@ def _imported_names(path: Path, module: str) -> set[str]:
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             if node.value.startswith(tuple(f"{p}." for p in CODE_PACKAGES)):
                 names.add(node.value)
-    return {n for n in names if n.split(".")[0] in CODE_PACKAGES}
+    return {n for n in names if n.startswith(tuple(f"{p}." for p in CODE_PACKAGES))}
 
 
 def stage_sources(stage: str, *, root: Path | None = None) -> list[Path]:
@@ -143,14 +143,16 @@ def stage_sources(stage: str, *, root: Path | None = None) -> list[Path]:
         seen.add(name)
         path = _module_file(name, root)
         if path is None:
-            folder = root / Path(*name.split("."))
-            if name.split(".")[0] not in CODE_PACKAGES and folder.is_dir():  # a data folder
+            folder = root / Path(*name.split(".")[1:])
+            if not name.startswith(CODE_PACKAGES) and folder.is_dir():  # a data folder
                 files.update(p for p in folder.rglob("*") if p.suffix in _DATA_SUFFIXES)
             continue
         files.add(path)
         parts = name.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
-        if path.name == "__init__.py" and len(parts) > 1:  # a sub-package's own data files
+        todo.extend(".".join(parts[:i]) for i in range(2, len(parts)))  # parent packages
+        if path.name == "__init__.py" and (
+            len(parts) > 2 or not name.startswith(CODE_PACKAGES)
+        ):  # a sub-package's own data files
             files.update(
                 p
                 for p in path.parent.rglob("*")
@@ -484,11 +486,11 @@ def load_data(data: str, *, inject: str | None, seed: int, strict: bool) -> dict
     the content hash of the data as loaded, ``hash`` that of the dataset the run works on
     (after injection).
     """
-    io = stage_module("pipeline.io")
+    io = stage_module("assay.pipeline.io")
     dataset = io.load(data, strict=strict)
     raw_hash = dataset.content_hash()
     if inject:
-        inject_fn = stage_function("pipeline.inject", "inject")
+        inject_fn = stage_function("assay.pipeline.inject", "inject")
         dataset = inject_fn(dataset, inject, seed=seed)
     return {"dataset": dataset, "hash": dataset.content_hash(), "raw_hash": raw_hash}
 
@@ -504,7 +506,7 @@ def load_data(data: str, *, inject: str | None, seed: int, strict: bool) -> dict
 def snapshot(dataset: Any, *, data_hash: str, run_dir: str, run_id: str) -> dict[str, Any]:
     """Write the dataset into ``run_dir/dataset`` (canonical format, atomic)."""
     start = time.perf_counter()
-    io = stage_module("pipeline.io")
+    io = stage_module("assay.pipeline.io")
     io.save(dataset, Path(run_dir) / "dataset")
     summary = dataset.summary()
     if "injected" in dataset.columns:
@@ -522,7 +524,7 @@ def snapshot(dataset: Any, *, data_hash: str, run_dir: str, run_id: str) -> dict
 
 
 def _load_snapshot(run_dir: str | Path, name: str = "dataset") -> Any:
-    io = stage_module("pipeline.io")
+    io = stage_module("assay.pipeline.io")
     return io.load(str(Path(run_dir) / name))
 
 
@@ -545,9 +547,9 @@ def validate_data(
     ``critical_message`` the flow stops with.
     """
     start = time.perf_counter()
-    validate_mod = stage_module("pipeline.validate")
+    validate_mod = stage_module("assay.pipeline.validate")
     dataset = _load_snapshot(run_dir)
-    ref = stage_module("pipeline.io").load(reference) if reference else None
+    ref = stage_module("assay.pipeline.io").load(reference) if reference else None
     with atomic_dir(Path(run_dir) / "validation") as tmp:
         result = validate_mod.validate(
             dataset, suite_path=suite, reference=ref, out_dir=tmp, data_docs=data_docs
@@ -611,16 +613,21 @@ def detect_issues(
     instead of training the folds again.
     """
     start = time.perf_counter()
-    run_detection = stage_function("pipeline.detect", "run_detection")
+    run_detection = stage_function("assay.pipeline.detect", "run_detection")
     dataset = _load_snapshot(run_dir)
     extra: dict[str, Any] = {}
     if work:
-        oof = stage_module("pipeline.detect.oof")
+        oof = stage_module("assay.pipeline.detect.oof")
         fold_results = [oof.FoldResult.load(Path(w) / FOLD_FILE) for w in work]
         extra["oof"] = oof.assemble_oof(dataset, fold_results, seed=seed)
     with atomic_dir(Path(run_dir) / "detection") as tmp:
         result = run_detection(
-            dataset, out_dir=tmp, seed=seed, device=device, folds=folds, progress=progress,
+            dataset,
+            out_dir=tmp,
+            seed=seed,
+            device=device,
+            folds=folds,
+            progress=progress,
             **extra,
         )
     summary = dict(result.summary) if isinstance(result.summary, dict) else {}
@@ -646,12 +653,12 @@ FOLD_FILE = "fold.npz"
 def parallel_detection_available() -> bool:
     """Whether ``pipeline.detect`` exposes per-fold training (``fit_fold`` & co.)."""
     try:
-        oof = importlib.import_module("pipeline.detect.oof")
+        oof = importlib.import_module("assay.pipeline.detect.oof")
     except ImportError:
         return False
     if not all(hasattr(oof, n) for n in ("fit_fold", "assemble_oof", "FoldResult")):
         return False
-    run_detection = getattr(importlib.import_module("pipeline.detect"), "run_detection", None)
+    run_detection = getattr(importlib.import_module("assay.pipeline.detect"), "run_detection", None)
     return run_detection is not None and _accepts(run_detection, "oof")
 
 
@@ -679,7 +686,7 @@ def fit_fold(
 ) -> dict[str, Any]:
     """Train the classifier of one fold and predict every sample -> a work folder."""
     start = time.perf_counter()
-    oof = stage_module("pipeline.detect.oof")
+    oof = stage_module("assay.pipeline.detect.oof")
     dataset = _load_snapshot(run_dir)
     with work_folder(work_root) as (final, tmp):
         result = oof.fit_fold(
@@ -729,7 +736,7 @@ def clean_data(
     import pandas as pd
 
     start = time.perf_counter()
-    clean_mod = stage_module("pipeline.clean")
+    clean_mod = stage_module("assay.pipeline.clean")
     dataset = _load_snapshot(run_dir)
     issues = pd.read_parquet(Path(run_dir) / "detection" / "issues.parquet")
     flags_path = Path(run_dir) / "validation" / "sample_flags.parquet"
@@ -780,7 +787,7 @@ def generate_compare(
     start = time.perf_counter()
     run = Path(run_dir)
     if work:
-        generate = stage_module("pipeline.generate")
+        generate = stage_module("assay.pipeline.generate")
         with atomic_dir(run / "gan") as tmp:
             metrics = generate.finish_comparison(
                 Path(work["plan"]),
@@ -796,7 +803,7 @@ def generate_compare(
             summary=_gan_summary(metrics),
             seconds=time.perf_counter() - start,
         )
-    compare_gans = stage_function("pipeline.generate", "compare_gans")
+    compare_gans = stage_function("assay.pipeline.generate", "compare_gans")
     dirty, cleaned, issues, noise_matrix = _generate_inputs(run)
     with atomic_dir(run / "gan") as tmp:
         metrics = compare_gans(
@@ -836,7 +843,7 @@ def _generate_inputs(run: Path) -> tuple[Any, Any, Any, Any]:
 def parallel_generate_available() -> bool:
     """Whether ``pipeline.generate`` exposes per-arm training (``train_arm`` & co.)."""
     try:
-        generate = importlib.import_module("pipeline.generate")
+        generate = importlib.import_module("assay.pipeline.generate")
     except ImportError:
         return False
     return all(
@@ -868,7 +875,7 @@ def gan_prepare(
     The record's summary holds ``arms``, the arms to train.
     """
     start = time.perf_counter()
-    generate = stage_module("pipeline.generate")
+    generate = stage_module("assay.pipeline.generate")
     run = Path(run_dir)
     dirty, cleaned, issues, noise_matrix = _generate_inputs(run)
     with work_folder(work_root) as (final, tmp):
@@ -913,11 +920,11 @@ def gan_arm(
 ) -> dict[str, Any]:
     """Train and score one GAN arm (``work`` is the plan's folder) -> a work folder."""
     start = time.perf_counter()
-    generate = stage_module("pipeline.generate")
+    generate = stage_module("assay.pipeline.generate")
     run = Path(run_dir)
     dirty = _load_snapshot(run)
     cleaned = _load_snapshot(run, "cleaned")
-    from models.device import cpu_thread_limit
+    from assay.models.device import cpu_thread_limit
 
     # the arms train side by side: one torch thread each, so they do not spin on each other
     with work_folder(work_root) as (final, tmp), cpu_thread_limit(1):
@@ -972,7 +979,7 @@ def render(*, inputs: dict[str, str], run_dir: str, run_id: str) -> dict[str, An
     re-rendered whenever any of them changed.
     """
     start = time.perf_counter()
-    render_report = stage_function("pipeline.report", "render_report")
+    render_report = stage_function("assay.pipeline.report", "render_report")
     path = Path(render_report(Path(run_dir)))
     return make_record(
         "report",

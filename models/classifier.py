@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.device import autocast, pick_device
+from assay.models.device import autocast, pick_device
 
 __all__ = [
     "ClassifierConfig",

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from models.device import autocast, configure_cpu_threads, pick_device
+from assay.models.device import autocast, configure_cpu_threads, pick_device
 
 NOISE_MODES = ("sample", "soft")
 AUGMENTATIONS = ("translation", "cutout")
@@ -805,7 +805,7 @@ class GANTrainer:
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | Path, *, step: int) -> Path:
         """Write the networks, optimisers and config (tensors and plain types only)."""
-        from pipeline import atomic
+        from assay.pipeline import atomic
 
         state = {
             "config": self.config.to_dict(),

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.device import autocast, configure_cpu_threads, pick_device
-from models.gan import to_tensor
+from assay.models.device import autocast, configure_cpu_threads, pick_device
+from assay.models.gan import to_tensor
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ class Judge:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write config and weights (tensors and plain types only), atomically."""
-        from pipeline import atomic
+        from assay.pipeline import atomic
 
         buf = io.BytesIO()
         torch.save({"config": self.config_.to_dict(), "state": self.net_.state_dict()}, buf)

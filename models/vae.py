@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.device import autocast, configure_cpu_threads, pick_device, seed_everything
+from assay.models.device import autocast, configure_cpu_threads, pick_device, seed_everything
 
 __all__ = [
     "VAEConfig",
@@ -547,7 +547,7 @@ def save_vae(
     """
     import io
 
-    from pipeline.atomic import write_bytes, write_json
+    from assay.pipeline.atomic import write_bytes, write_json
 
     path = Path(path)
     config = config or model.config

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import atomic
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
+from assay.pipeline import atomic
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
 
 POLICIES = ("drop", "relabel", "review")
 DECISIONS = ("keep", "drop", "relabel", "review")
@@ -348,7 +348,7 @@ def write_cleaned(
     Path
         ``out_dir``.
     """
-    from pipeline import io
+    from assay.pipeline import io
 
     missing = set(DECISION_COLUMNS) - set(decisions.columns)
     if missing:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import DataError
+from assay.pipeline.errors import DataError
 
 RESERVED_COLUMNS = ("sample_id", "label")
 

@@ -43,7 +43,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from models.judge import Judge, JudgeConfig
+from assay.models.judge import Judge, JudgeConfig
 
 # ---------------------------------------------------------------------------- detection
 
@@ -278,7 +278,7 @@ def cas_accuracy(
 
 def vae_flag_rate(vae_dir: str | Path, images: np.ndarray) -> float:
     """Share of ``images`` that the detection stage's VAE (saved in ``vae_dir``) flags."""
-    from pipeline.detect.vae import score_images
+    from assay.pipeline.detect.vae import score_images
 
     _, flags = score_images(Path(vae_dir), images)
     return float(np.mean(np.asarray(flags, dtype=bool)))

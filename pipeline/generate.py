@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import atomic
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.split import TrustedSplit, stratified_take, trusted_split
+from assay.pipeline import atomic
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.split import TrustedSplit, stratified_take, trusted_split
 
 ARMS = ("dirty", "clean", "noise_aware")
 ARM_TITLES = {"dirty": "dirty", "clean": "cleaned", "noise_aware": "noise-aware"}
@@ -384,10 +384,10 @@ def prepare_comparison(
     """
     import torch
 
-    from models.device import pick_device
-    from models.gan import GANConfig, check_transition
-    from models.judge import Judge
-    from pipeline import evaluate
+    from assay.models.device import pick_device
+    from assay.models.gan import GANConfig, check_transition
+    from assay.models.judge import Judge
+    from assay.pipeline import evaluate
 
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
@@ -529,9 +529,9 @@ def train_arm(
     """
     import torch
 
-    from models.gan import GANConfig, GANTrainer
-    from models.judge import Judge
-    from pipeline import evaluate
+    from assay.models.gan import GANConfig, GANTrainer
+    from assay.models.judge import Judge
+    from assay.pipeline import evaluate
 
     plan_dir, out_dir = Path(plan_dir), Path(out_dir)
     plan, arrays = _read_plan(plan_dir)
@@ -545,7 +545,7 @@ def train_arm(
     _check_pair(dirty, cleaned)
     out_dir.mkdir(parents=True, exist_ok=True)
     say = _sayer(progress, log)
-    from models.device import pick_device
+    from assay.models.device import pick_device
 
     dev = pick_device(device)
     k = dirty.n_classes

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import io
-from pipeline.dataset import Dataset
-from pipeline.runfolder import RunFolder
+from assay.pipeline import io
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.runfolder import RunFolder
 
 
 def ingest(
@@ -25,16 +25,16 @@ def ingest(
     """
     dataset = io.load(spec, strict=strict)
     if inject:
-        from pipeline.inject import inject as do_inject
+        from assay.pipeline.inject import inject as do_inject
 
         dataset = do_inject(dataset, inject, seed=seed)
     return dataset
 
 
 def snapshot(dataset: Dataset, run: RunFolder) -> dict[str, Any]:
-    """Write the dataset into ``run.dataset`` (atomically) and return its summary."""
+    """Write the dataset into ``run.paths.dataset`` (atomically) and return its summary."""
     start = time.perf_counter()
-    io.save(dataset, run.dataset)
+    io.save(dataset, run.paths.dataset)
     summary = dataset.summary()
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary
@@ -42,4 +42,4 @@ def snapshot(dataset: Dataset, run: RunFolder) -> dict[str, Any]:
 
 def load_snapshot(run: RunFolder) -> Dataset:
     """The dataset a run ingested."""
-    return io.load(str(Path(run.dataset)))
+    return io.load(str(Path(run.paths.dataset)))

@@ -55,14 +55,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.atomic import atomic_dir, write_json
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.formats import idx
-from pipeline.formats.common import DataWarning, build_dataset, check_labels
-from pipeline.formats.csv_file import read_csv
-from pipeline.formats.image_folder import read_image_folder
-from pipeline.formats.npz import read_npz
+from assay.pipeline.atomic import atomic_dir, write_json
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.formats import idx
+from assay.pipeline.formats.common import DataWarning, build_dataset, check_labels
+from assay.pipeline.formats.csv_file import read_csv
+from assay.pipeline.formats.image_folder import read_image_folder
+from assay.pipeline.formats.npz import read_npz
 
 __all__ = [
     "FORMATS",

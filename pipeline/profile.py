@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import Dataset
+from assay.pipeline.dataset import Dataset
 
 #: Grey level at or above which a pixel counts as ink.
 INK_THRESHOLD = 128

@@ -22,9 +22,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline import atomic
+import numpy as np
+import pandas as pd
+
+from assay.pipeline import atomic
+from assay.pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    from assay.pipeline.dataset import Dataset
 
 PACKAGES = (
     "assay",
@@ -38,14 +45,26 @@ PACKAGES = (
 )
 
 
+class MissingArtifactError(DataError):
+    """A stage's input is not in the run folder; the message names the stage to run first."""
+
+
+#: Which stage writes each part of a run folder (for "run ... first" messages).
+PRODUCERS = {
+    "dataset": "ingest",
+    "validation": "validate",
+    "detection": "detect",
+    "cleaned": "clean",
+    "gan": "gan",
+    "report": "report",
+}
+
+
 @dataclass(frozen=True)
-class RunFolder:
-    """Paths of one run folder. Creating the object creates nothing on disk."""
+class RunPaths:
+    """Every file name of a run folder. No other code spells these names."""
 
     root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def dataset(self) -> Path:
@@ -56,16 +75,44 @@ class RunFolder:
         return self.root / "validation"
 
     @property
+    def validation_json(self) -> Path:
+        return self.validation / "validation.json"
+
+    @property
+    def sample_flags(self) -> Path:
+        return self.validation / "sample_flags.parquet"
+
+    @property
     def detection(self) -> Path:
         return self.root / "detection"
+
+    @property
+    def issues(self) -> Path:
+        return self.detection / "issues.parquet"
+
+    @property
+    def noise_matrix(self) -> Path:
+        return self.detection / "noise_matrix.npy"
+
+    @property
+    def detection_summary(self) -> Path:
+        return self.detection / "summary.json"
 
     @property
     def cleaned(self) -> Path:
         return self.root / "cleaned"
 
     @property
+    def decisions(self) -> Path:
+        return self.cleaned / "decisions.parquet"
+
+    @property
     def gan(self) -> Path:
         return self.root / "gan"
+
+    @property
+    def gan_metrics(self) -> Path:
+        return self.gan / "metrics.json"
 
     @property
     def report(self) -> Path:
@@ -75,10 +122,81 @@ class RunFolder:
     def run_json(self) -> Path:
         return self.root / "run.json"
 
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run folder: its paths (:attr:`paths`) and typed readers of its artifacts.
+
+    Creating the object creates nothing on disk. Each reader raises
+    :class:`MissingArtifactError` (exit 2) naming the stage to run first when its
+    artifact is not there.
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.root)
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    def require(self, part: str) -> Path:
+        """The path of ``part`` (a :class:`RunPaths` name), or a clear error when missing."""
+        path: Path = getattr(self.paths, part)
+        if not path.exists():
+            folder = path.relative_to(self.root).parts[0] if path != self.root else part
+            stage = PRODUCERS.get(folder.removesuffix(".html"), folder)
+            raise MissingArtifactError(
+                f"{path}: missing; run `assay {stage} --run-dir {self.root}` first."
+            )
+        return path
+
+    # ----------------------------------------------------------------- readers
+    def dataset(self) -> Dataset:
+        """The ingested snapshot."""
+        from assay.pipeline import io
+
+        return io.load(str(self.require("dataset")))
+
+    def cleaned(self) -> Dataset:
+        """The cleaned dataset (its manifest carries the decisions)."""
+        from assay.pipeline import io
+
+        return io.load(str(self.require("cleaned")))
+
+    def issues(self) -> pd.DataFrame:
+        """``detection/issues.parquet``: one row per sample, keyed by ``sample_id``."""
+        return pd.read_parquet(self.require("issues"))
+
+    def noise_matrix(self) -> np.ndarray:
+        """The estimated noise matrix, shape ``(K, K)``: P(given label i | true label j)."""
+        return np.load(self.require("noise_matrix"), allow_pickle=False)
+
+    def detection_summary(self) -> dict[str, Any]:
+        return json.loads(self.require("detection_summary").read_text())
+
+    def validation(self) -> dict[str, Any]:
+        return json.loads(self.require("validation_json").read_text())
+
+    def sample_flags(self) -> pd.DataFrame:
+        return pd.read_parquet(self.require("sample_flags"))
+
+    def decisions(self) -> pd.DataFrame:
+        return pd.read_parquet(self.require("decisions"))
+
+    def gan_metrics(self) -> dict[str, Any]:
+        return json.loads(self.require("gan_metrics").read_text())
+
+    # ----------------------------------------------------------------- run.json
     def read_run_json(self) -> dict[str, Any]:
-        if not self.run_json.exists():
+        if not self.paths.run_json.exists():
             return {}
-        return json.loads(self.run_json.read_text())
+        return json.loads(self.paths.run_json.read_text())
 
     def update_run_json(self, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into run.json (dicts merge one level deep) and write it atomically."""
@@ -90,7 +208,7 @@ class RunFolder:
                 data[key] = value
         data["updated_at"] = now_iso()
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(self.run_json, data)
+        atomic.write_json(self.paths.run_json, data)
         return data
 
 

@@ -26,17 +26,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.atomic import atomic_dir, write_json, write_parquet
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.profile import dataset_facts, profile
-from pipeline.validation.suites import (
+from assay.pipeline.atomic import atomic_dir, write_json, write_parquet
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.profile import dataset_facts, profile
+from assay.pipeline.validation.suites import (
     DEFAULT_SUITE_PATH,
     Suite,
     learn_suite_dict,
     load_suite,
 )
-from pipeline.validation.tables import class_table, dataset_table, reference_distribution
+from assay.pipeline.validation.tables import class_table, dataset_table, reference_distribution
 
 __all__ = [
     "DEFAULT_SUITE_PATH",
@@ -247,7 +247,7 @@ def validate(
     }
     out = Path(out_dir) if out_dir is not None else None
     docs_index: str | None = None
-    from pipeline.validation.engine import run_suite
+    from assay.pipeline.validation.engine import run_suite
 
     if out is not None and data_docs:
         docs_start = time.perf_counter()

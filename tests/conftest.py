@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.dataset import Dataset
-from pipeline.io import default_mnist_path
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.io import default_mnist_path
 
 
 def make_tiny_dataset(n_per_class: int = 10, *, size: int = 8, seed: int = 0) -> Dataset:

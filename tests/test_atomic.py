@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import atomic
+from assay.pipeline import atomic
 
 
 def test_write_json_handles_numpy_and_nan(tmp_path):

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.clean import DECISION_COLUMNS, clean, decide, decision_counts, write_cleaned
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
+from assay.pipeline.clean import DECISION_COLUMNS, clean, decide, decision_counts, write_cleaned
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
 
 # the dataset: classes 0 horizontal, 1 vertical, 2 diagonal; 4 per class, ids 0..11,
 #, labels [0 0 0 0 1 1 1 1 2 2 2 2]
@@ -151,7 +151,7 @@ def test_bad_tables(dataset, issues):
 
 
 def test_write_cleaned_round_trip(dataset, issues, tmp_path):
-    from pipeline import io
+    from assay.pipeline import io
 
     cleaned, decisions = clean(dataset, issues, policy="review")
     out = write_cleaned(cleaned, decisions, tmp_path / "cleaned")
@@ -173,7 +173,7 @@ def test_write_cleaned_round_trip(dataset, issues, tmp_path):
 
 
 def test_cleaned_manifest_carries_the_stages_columns(dataset, issues, tmp_path):
-    from pipeline import io
+    from assay.pipeline import io
 
     flags = pd.DataFrame({"sample_id": np.arange(12, dtype=np.int64)[::-1],
                           "fails_not_blank": np.arange(12)[::-1] == 3})  # fmt: skip

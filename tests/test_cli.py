@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from flows.cli import build_parser, main
+from assay.flows.cli import build_parser, main
 
 SUBCOMMANDS = [
     ["run"],
@@ -41,7 +41,10 @@ def test_version(capsys):
 
 def test_console_script_is_installed():
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "assay.flows.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0
     assert "validate" in proc.stdout and "detect" in proc.stdout

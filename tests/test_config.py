@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import STAGES, RunConfig, load_config
-from pipeline.errors import DataError
+from assay.flows.config import STAGES, RunConfig, load_config
+from assay.pipeline.errors import DataError
 
 
 def test_defaults():

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
 
 
 def _ds(n=6, k=3, shape=(4, 4)):

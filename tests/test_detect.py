@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.classifier import ClassifierConfig
-from pipeline import io
-from pipeline.dataset import Dataset
-from pipeline.detect import REGISTRY, run_detection
-from pipeline.detect.combine import ISSUE_COLUMNS
-from pipeline.detect.datalab import _datalab_available, datalab_issues
-from pipeline.inject import InjectionConfig, ground_truth, inject
+from assay.models.classifier import ClassifierConfig
+from assay.pipeline import io
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.detect import REGISTRY, run_detection
+from assay.pipeline.detect.combine import ISSUE_COLUMNS
+from assay.pipeline.detect.datalab import _datalab_available, datalab_issues
+from assay.pipeline.inject import InjectionConfig, ground_truth, inject
 
 #: A quick CNN for tests (the real one trains for longer).
 TINY_CNN = ClassifierConfig.for_images((1, 8, 8), epochs=3, widths=(8, 16), hidden=32)
@@ -162,7 +162,7 @@ def test_a_failing_detector_is_reported_and_isolated(small, monkeypatch):
         raise RuntimeError("kaboom")
 
     def wrong_shape(dataset, context, **_):
-        from pipeline.detect.base import DetectorResult
+        from assay.pipeline.detect.base import DetectorResult
 
         table = pd.DataFrame({"sample_id": dataset.sample_ids[:3], "is_odd_issue": True,
                               "odd_score": 0.5})  # fmt: skip
@@ -182,7 +182,7 @@ def test_a_failing_detector_is_reported_and_isolated(small, monkeypatch):
 
 
 def test_classifier_failure_leaves_pixel_detectors_working(small, monkeypatch):
-    import pipeline.detect.context as context_module
+    import assay.pipeline.detect.context as context_module
 
     def broken(*args, **kwargs):
         raise MemoryError("no room for a CNN")
@@ -273,8 +273,8 @@ def test_core_fallback_matches_datalab():
 def test_folds_trained_one_by_one_assemble_to_out_of_fold(small, tmp_path):
     """fit_fold per fold (what parallel workers run) + assemble_oof == out_of_fold, and
     run_detection given the assembled result does not train the classifier again."""
-    from pipeline.detect import context as context_module
-    from pipeline.detect.oof import FoldResult, assemble_oof, fit_fold, out_of_fold
+    from assay.pipeline.detect import context as context_module
+    from assay.pipeline.detect.oof import FoldResult, assemble_oof, fit_fold, out_of_fold
 
     whole = out_of_fold(small, n_folds=3, seed=4, device="cpu", config=TINY_CNN, workers=1)
     parts = []

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.dataset import Dataset
-from pipeline.detect.base import REGISTRY, DetectorResult
-from pipeline.detect.image_properties import (
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.detect.base import REGISTRY, DetectorResult
+from assay.pipeline.detect.image_properties import (
     KINDS,
     detect_image_property,
     image_property_measures,

@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.classifier import ClassifierConfig, SmallCNN, fit_classifier, predict_classifier
-from pipeline.dataset import Dataset
-from pipeline.detect.base import DetectorResult
-from pipeline.detect.combine import ISSUE_COLUMNS, combine, combine_outlier_scores
-from pipeline.detect.datalab import datalab_issues, groups_from_pairs
-from pipeline.detect.duplicate import detect_exact_duplicate, first_of_group
-from pipeline.detect.label import label_issues
-from pipeline.detect.oof import image_groups, make_folds
+from assay.models.classifier import ClassifierConfig, SmallCNN, fit_classifier, predict_classifier
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.detect.base import DetectorResult
+from assay.pipeline.detect.combine import ISSUE_COLUMNS, combine, combine_outlier_scores
+from assay.pipeline.detect.datalab import datalab_issues, groups_from_pairs
+from assay.pipeline.detect.duplicate import detect_exact_duplicate, first_of_group
+from assay.pipeline.detect.label import label_issues
+from assay.pipeline.detect.oof import image_groups, make_folds
 
 
 # ----------------------------------------------------------------------------- folds

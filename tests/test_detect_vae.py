@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.dataset import Dataset
-from pipeline.detect.base import REGISTRY, DetectorResult
-from pipeline.detect.vae import LOW_MARGIN, detect_vae, deviation, score_images
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.detect.base import REGISTRY, DetectorResult
+from assay.pipeline.detect.vae import LOW_MARGIN, detect_vae, deviation, score_images
 
 FAST = {"epochs": 15}
 
@@ -139,10 +139,10 @@ def test_score_images_needs_a_model_folder(tmp_path):
 
 @pytest.mark.slow
 def test_mnist_subset_corruptions_found(mnist_path, monkeypatch):
-    from pipeline import io
+    from assay.pipeline import io
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one busy-waiting-free thread on shared CPUs
-    from pipeline.inject import ground_truth, inject
+    from assay.pipeline.inject import ground_truth, inject
 
     ds = io.load(str(mnist_path)).subset(np.arange(2000))
     dirty = inject(ds, "corrupt-5", seed=0)

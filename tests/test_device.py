@@ -6,7 +6,7 @@ import threading
 
 import torch
 
-from models.device import configure_cpu_threads, cpu_thread_limit
+from assay.models.device import configure_cpu_threads, cpu_thread_limit
 
 
 def test_thread_limit_caps_configure_cpu_threads_in_its_context(monkeypatch):

@@ -8,8 +8,8 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.metrics import accuracy_score
 
-from models.judge import Judge, JudgeConfig
-from pipeline import evaluate
+from assay.models.judge import Judge, JudgeConfig
+from assay.pipeline import evaluate
 
 
 # ---------------------------------------------------------------------------- detection

@@ -42,11 +42,11 @@ from prefect.client.schemas.filters import (  # noqa: E402
 )
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from flows import stages, tasks  # noqa: E402
-from flows.config import STAGES, RunConfig, load_config  # noqa: E402
-from flows.main import ARTIFACT_KEYS, run_pipeline  # noqa: E402
-from flows.runners import RunnerSpec, open_runner, parse_runner  # noqa: E402
-from pipeline.errors import CriticalValidationError, DataError  # noqa: E402
+from assay.flows import stages, tasks  # noqa: E402
+from assay.flows.config import STAGES, RunConfig, load_config  # noqa: E402
+from assay.flows.main import ARTIFACT_KEYS, run_pipeline  # noqa: E402
+from assay.flows.runners import RunnerSpec, open_runner, parse_runner  # noqa: E402
+from assay.pipeline.errors import CriticalValidationError, DataError  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -83,10 +83,10 @@ class Calls:
 
 
 def _fake_modules(calls: Calls) -> dict[str, types.ModuleType]:
-    from pipeline import io
-    from pipeline.atomic import write_json, write_parquet, write_text
+    from assay.pipeline import io
+    from assay.pipeline.atomic import write_json, write_parquet, write_text
 
-    validate = types.ModuleType("pipeline.validate")
+    validate = types.ModuleType("assay.pipeline.validate")
 
     class Result:
         def __init__(self, dataset: Any) -> None:
@@ -115,7 +115,7 @@ def _fake_modules(calls: Calls) -> dict[str, types.ModuleType]:
     validate.validate = fake_validate
     validate.critical_failures_message = lambda r: "critical expectation failed: labels_in_set"
 
-    detect = types.ModuleType("pipeline.detect")
+    detect = types.ModuleType("assay.pipeline.detect")
 
     def fake_detect(dataset, *, out_dir, seed=0, device="auto", folds=5, progress=True):
         calls.hit("detect")
@@ -140,7 +140,7 @@ def _fake_modules(calls: Calls) -> dict[str, types.ModuleType]:
 
     detect.run_detection = fake_detect
 
-    clean = types.ModuleType("pipeline.clean")
+    clean = types.ModuleType("assay.pipeline.clean")
 
     def fake_clean(dataset, issues, *, policy="relabel"):
         calls.hit("clean")
@@ -164,7 +164,7 @@ def _fake_modules(calls: Calls) -> dict[str, types.ModuleType]:
     clean.clean = fake_clean
     clean.write_cleaned = fake_write_cleaned
 
-    generate = types.ModuleType("pipeline.generate")
+    generate = types.ModuleType("assay.pipeline.generate")
 
     def fake_compare(dirty, cleaned, issues, *, noise_matrix, out_dir, steps, device="auto",
                      seed=0, vae_dir=None, progress=True):  # fmt: skip
@@ -183,7 +183,7 @@ def _fake_modules(calls: Calls) -> dict[str, types.ModuleType]:
 
     generate.compare_gans = fake_compare
 
-    report = types.ModuleType("pipeline.report")
+    report = types.ModuleType("assay.pipeline.report")
 
     def fake_render(run_dir):
         calls.hit("report")
@@ -192,21 +192,21 @@ def _fake_modules(calls: Calls) -> dict[str, types.ModuleType]:
 
     report.render_report = fake_render
     return {
-        "pipeline.validate": validate,
-        "pipeline.detect": detect,
-        "pipeline.detect.oof": types.ModuleType("pipeline.detect.oof"),  # no per-fold API
-        "pipeline.clean": clean,
-        "pipeline.generate": generate,
-        "pipeline.report": report,
+        "assay.pipeline.validate": validate,
+        "assay.pipeline.detect": detect,
+        "assay.pipeline.detect.oof": types.ModuleType("assay.pipeline.detect.oof"),  # no per-fold API
+        "assay.pipeline.clean": clean,
+        "assay.pipeline.generate": generate,
+        "assay.pipeline.report": report,
     }
 
 
 def _fake_parallel_modules(calls: Calls) -> dict[str, types.ModuleType]:
     """Stand-ins that also expose per-fold and per-arm training (the parallel paths)."""
-    from pipeline.atomic import write_json
+    from assay.pipeline.atomic import write_json
 
     modules = _fake_modules(calls)
-    oof = types.ModuleType("pipeline.detect.oof")
+    oof = types.ModuleType("assay.pipeline.detect.oof")
 
     class FoldResult:
         def __init__(self, fold: int, probs: np.ndarray) -> None:
@@ -237,9 +237,9 @@ def _fake_parallel_modules(calls: Calls) -> dict[str, types.ModuleType]:
         return types.SimpleNamespace(pred_probs=sum(r.probs for r in fold_results))
 
     oof.FoldResult, oof.fit_fold, oof.assemble_oof = FoldResult, fit_fold, assemble_oof
-    modules["pipeline.detect.oof"] = oof
+    modules["assay.pipeline.detect.oof"] = oof
 
-    detect = modules["pipeline.detect"]
+    detect = modules["assay.pipeline.detect"]
     plain_detect = detect.run_detection
 
     def detect_with_oof(dataset, *, out_dir, seed=0, device="auto", folds=5, progress=True,
@@ -248,14 +248,14 @@ def _fake_parallel_modules(calls: Calls) -> dict[str, types.ModuleType]:
         result = plain_detect(dataset, out_dir=out_dir, seed=seed, device=device, folds=folds)
         flags = oof.pred_probs.argmax(axis=1) != dataset.labels
         result.issues["is_label_issue"] = flags
-        from pipeline.atomic import write_parquet
+        from assay.pipeline.atomic import write_parquet
 
         write_parquet(Path(out_dir) / "issues.parquet", result.issues)
         return result
 
     detect.run_detection = detect_with_oof
 
-    generate = modules["pipeline.generate"]
+    generate = modules["assay.pipeline.generate"]
 
     def prepare(dirty, cleaned, issues, *, noise_matrix, out_dir, steps, device="auto", seed=0,
                 vae_dir=None, progress=False):  # fmt: skip
@@ -637,7 +637,7 @@ def test_code_version_follows_the_stage_sources(tmp_path):
         "pipeline/clean.py": "from pipeline import io\n",
         "pipeline/detect/__init__.py": (
             "from pipeline.detect import label\n"
-            "for m in ('pipeline.detect.extra',):\n    __import__(m)\n"
+            "for m in ('assay.pipeline.detect.extra',):\n    __import__(m)\n"
         ),
         "pipeline/detect/label.py": "def f():\n    from models.net import Net\n",
         "pipeline/detect/extra.py": "E = 1\n",
@@ -694,11 +694,11 @@ def test_retry_only_on_transient_io_errors():
 
 
 def test_missing_stage_module_gives_a_plain_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pipeline.nonexistent", None)
-    with pytest.raises(Exception, match="pipeline.nonexistent"):
-        tasks.stage_module("pipeline.nonexistent")
+    monkeypatch.setitem(sys.modules, "assay.pipeline.nonexistent", None)
+    with pytest.raises(Exception, match="assay.pipeline.nonexistent"):
+        tasks.stage_module("assay.pipeline.nonexistent")
     with pytest.raises(Exception, match="has no frobnicate"):
-        tasks.stage_function("pipeline.atomic", "frobnicate")
+        tasks.stage_function("assay.pipeline.atomic", "frobnicate")
 
 
 # --------------------------------------------------------------------------- runners
@@ -800,14 +800,14 @@ def test_served_deployment_has_the_cron_schedule_and_runs(tmp_path):
 
 
 def test_serve_refuses_a_bad_cron(tmp_path):
-    from flows.serve import serve
+    from assay.flows.serve import serve
 
     with pytest.raises(DataError, match="cron"):
         serve(_config(tmp_path), cron="every day at three", name="x")
 
 
 def test_deployment_config_makes_paths_absolute(tmp_path, monkeypatch):
-    from flows.serve import deployment_config
+    from assay.flows.serve import deployment_config
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "suite.json").write_text("{}")
@@ -819,7 +819,7 @@ def test_deployment_config_makes_paths_absolute(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("cron", ["0 3 * * *", "*/15 * * * 1-5"])
 def test_check_cron_accepts(cron):
-    from flows.serve import check_cron
+    from assay.flows.serve import check_cron
 
     assert check_cron(cron) == cron
 
@@ -828,7 +828,7 @@ def test_check_cron_accepts(cron):
 def test_local_server_starts_says_so_and_stops(tmp_path, monkeypatch, capsys):
     import httpx
 
-    from flows.serve import local_server
+    from assay.flows.serve import local_server
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
     with local_server(port=_free_port()) as api:
@@ -861,7 +861,7 @@ def test_prefect_yaml_describes_the_same_flow():
     flow_ = import_object(f"{module}.{name}")
     assert flow_.name == "assay"
     flow_.validate_parameters(deployment["parameters"])  # every key is a RunConfig field
-    from flows.serve import check_cron
+    from assay.flows.serve import check_cron
 
     assert all(check_cron(s["cron"]) for s in deployment["schedules"])
 
@@ -871,9 +871,9 @@ def _real_stages_missing() -> str | None:
     import importlib
 
     needed = {
-        "pipeline.io": "load", "pipeline.inject": "inject", "pipeline.validate": "validate",
-        "pipeline.detect": "run_detection", "pipeline.clean": "clean",
-        "pipeline.generate": "compare_gans", "pipeline.report": "render_report",
+        "assay.pipeline.io": "load", "assay.pipeline.inject": "inject", "assay.pipeline.validate": "validate",
+        "assay.pipeline.detect": "run_detection", "assay.pipeline.clean": "clean",
+        "assay.pipeline.generate": "compare_gans", "assay.pipeline.report": "render_report",
     }  # fmt: skip
     for module, fn in needed.items():
         try:

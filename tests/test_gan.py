@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from models.gan import (
+from assay.models.gan import (
     Discriminator,
     GANConfig,
     GANTrainer,
@@ -195,7 +195,7 @@ def test_tiny_gan_trains_on_digits(digits, tmp_path):
 
 
 def _sample(gen, labels, z):
-    from models.gan import sample
+    from assay.models.gan import sample
 
     return sample(gen, labels, z=z)
 

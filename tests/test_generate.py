@@ -10,16 +10,16 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.generate import (
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.generate import (
     ARMS,
     compare_gans,
     grid_image,
     transition_for_training,
     transition_from_noise_matrix,
 )
-from pipeline.split import stratified_take, trusted_split
+from assay.pipeline.split import stratified_take, trusted_split
 
 
 # ---------------------------------------------------------------------------- split
@@ -189,7 +189,7 @@ def test_compare_gans_end_to_end(digits_pair, tmp_path):
 def test_arms_trained_separately_match_compare_gans(digits_pair, tmp_path):
     """prepare_comparison + train_arm per arm (any order, own folders, what parallel
     workers run) + finish_comparison gives the metrics of compare_gans."""
-    from pipeline.generate import finish_comparison, prepare_comparison, train_arm
+    from assay.pipeline.generate import finish_comparison, prepare_comparison, train_arm
 
     dirty, cleaned, issues, nm = digits_pair
     opts = {"gan_options": {"width": 8, "z_dim": 16, "batch_size": 32, "log_every": 4},

@@ -12,9 +12,9 @@ import pytest
 from scipy import ndimage
 from sklearn.datasets import load_digits
 
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.inject import (
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.inject import (
     CORRUPTED_KINDS,
     CORRUPTION_KINDS,
     KINDS,

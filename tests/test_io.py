@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline import io
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.io import DataWarning, detect_format, load, save
+from assay.pipeline import io
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.io import DataWarning, detect_format, load, save
 
 # ------------------------------------------------------------------ writers for each format
 

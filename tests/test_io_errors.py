@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import DataError
-from pipeline.io import DataWarning, load, save
+from assay.pipeline.errors import DataError
+from assay.pipeline.io import DataWarning, load, save
 
 
 def write_idx_bytes(

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import io
-from pipeline.dataset import Dataset
-from pipeline.profile import (
+from assay.pipeline import io
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.profile import (
     INK_THRESHOLD,
     PROFILE_COLUMNS,
     border_width,

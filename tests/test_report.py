@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.report import compute_verdict, detection_metrics, figures, render_report
+from assay.pipeline.report import compute_verdict, detection_metrics, figures, render_report
 
 EVIL = "<script>alert(1)</script>"
 CLASS_NAMES = ["zero", "one", "two", "three", EVIL, "five", "six", "seven", "eight", "nine"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.vae import (
+from assay.models.vae import (
     MLPVAE,
     ConvVAE,
     VAEConfig,

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import io
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.profile import profile
-from pipeline.validate import (
+from assay.pipeline import io
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.profile import profile
+from assay.pipeline.validate import (
     DEFAULT_SUITE_PATH,
     ValidationResult,
     critical_failures_message,

@@ -31,18 +31,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import atomic
-from pipeline.dataset import Dataset
-from pipeline.detect import datalab as _datalab  # noqa: F401  (registers detectors)
-from pipeline.detect import duplicate as _duplicate  # noqa: F401
-from pipeline.detect import label as _label  # noqa: F401
-from pipeline.detect.base import REGISTRY, DetectorResult
-from pipeline.detect.combine import DATASET_LEVEL, OUTLIER_SOURCES, combine
-from pipeline.detect.context import DetectionContext
-from pipeline.detect.datalab import DetectorUnavailable
-from pipeline.detect.oof import OOFResult
+from assay.pipeline import atomic
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.detect import datalab as _datalab  # noqa: F401  (registers detectors)
+from assay.pipeline.detect import duplicate as _duplicate  # noqa: F401
+from assay.pipeline.detect import label as _label  # noqa: F401
+from assay.pipeline.detect.base import REGISTRY, DetectorResult
+from assay.pipeline.detect.combine import DATASET_LEVEL, OUTLIER_SOURCES, combine
+from assay.pipeline.detect.context import DetectionContext
+from assay.pipeline.detect.datalab import DetectorUnavailable
+from assay.pipeline.detect.oof import OOFResult
 
-for _module in ("pipeline.detect.vae", "pipeline.detect.image_properties"):
+for _module in ("assay.pipeline.detect.vae", "assay.pipeline.detect.image_properties"):
     try:
         __import__(_module)
     except ImportError:  # pragma: no cover - a detector module that is not there yet
@@ -190,7 +190,7 @@ def run_detection(
     if profile is None:
         t0 = time.perf_counter()
         try:
-            from pipeline.profile import profile as _profile
+            from assay.pipeline.profile import profile as _profile
 
             profile = _profile(dataset)
         except Exception as exc:  # the profile only helps; detection goes on without it

@@ -56,9 +56,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from pipeline.dataset import Dataset
-from pipeline.detect.base import DetectorResult
-from pipeline.detect.datalab import groups_from_pairs
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.detect.base import DetectorResult
+from assay.pipeline.detect.datalab import groups_from_pairs
 
 __all__ = [
     "combine",

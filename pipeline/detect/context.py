@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import Dataset
-from pipeline.detect.oof import OOFResult, out_of_fold
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.detect.oof import OOFResult, out_of_fold
 
 __all__ = ["DetectionContext"]
 

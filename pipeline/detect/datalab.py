@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import Dataset
-from pipeline.detect.base import DetectorResult, register
-from pipeline.detect.duplicate import PIXEL_RATIO, pixel_near_duplicates
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.detect.base import DetectorResult, register
+from assay.pipeline.detect.duplicate import PIXEL_RATIO, pixel_near_duplicates
 
 __all__ = [
     "DetectorUnavailable",

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import Dataset
-from pipeline.detect.base import DetectorResult, register
-from pipeline.detect.oof import image_groups
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.detect.base import DetectorResult, register
+from assay.pipeline.detect.oof import image_groups
 
 __all__ = ["detect_exact_duplicate", "first_of_group", "pixel_near_duplicates", "aligned_rms"]
 

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.detect.base import DetectorResult, register
+from assay.pipeline.detect.base import DetectorResult, register
 
 __all__ = ["image_property_measures", "score_image_properties", "detect_image_property"]
 

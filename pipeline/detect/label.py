@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import Dataset
-from pipeline.detect.base import DetectorResult, register
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.detect.base import DetectorResult, register
 
 __all__ = ["detect_label", "label_issues", "FILTER_BY"]
 

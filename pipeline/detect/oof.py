@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.classifier import ClassifierConfig, fit_classifier, predict_classifier, to_tensor
-from models.device import pick_device
-from pipeline.dataset import Dataset
+from assay.models.classifier import ClassifierConfig, fit_classifier, predict_classifier, to_tensor
+from assay.models.device import pick_device
+from assay.pipeline.dataset import Dataset
 
 __all__ = [
     "OOFResult",

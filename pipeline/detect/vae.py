@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.detect.base import DetectorResult, register
+from assay.pipeline.detect.base import DetectorResult, register
 
 __all__ = ["detect_vae", "deviation", "score_images", "LOW_MARGIN"]
 
@@ -159,7 +159,7 @@ def detect_vae(
         [0, 1], lower = more likely an issue, < 0.5 iff flagged), ``vae_error`` (negative
         ELBO, nats).
     """
-    from models.vae import VAEConfig, error_terms, fit_vae, save_vae
+    from assay.models.vae import VAEConfig, error_terms, fit_vae, save_vae
 
     if not np.isfinite(k) or k <= 0:
         raise ValueError(f"`k` must be a positive number. Got {k!r} instead.")
@@ -271,7 +271,7 @@ def score_images(
     flags : ndarray of bool, shape (M,)
         ``scores < 0.5`` (past the training run's threshold).
     """
-    from models.vae import error_terms, load_vae
+    from assay.models.vae import error_terms, load_vae
 
     model_dir = Path(model_dir)
     meta_path = model_dir / META_FILE

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
 
 
 class DataWarning(UserWarning):

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.formats.common import build_dataset
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.formats.common import build_dataset
 
 
 def read_csv(path: Path) -> Dataset:

@@ -18,9 +18,9 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.formats.common import build_dataset
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.formats.common import build_dataset
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049

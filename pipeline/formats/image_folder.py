@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.formats.common import DataWarning, build_dataset
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.formats.common import DataWarning, build_dataset
 
 GREY_MODES = frozenset({"1", "L", "LA"})
 COLOUR_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"})

@@ -19,9 +19,9 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.formats.common import build_dataset
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.formats.common import build_dataset
 
 KEY_PAIRS = (("images", "labels"), ("x", "y"), ("x_train", "y_train"))
 

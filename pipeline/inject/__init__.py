@@ -10,7 +10,7 @@ image corruptions ``gaussian_noise``, ``salt_pepper``, ``blank``, ``inverted``, 
 ``exact_duplicate`` and ``near_duplicate``.
 """
 
-from pipeline.inject.config import (
+from assay.pipeline.inject.config import (
     CORRUPTION_KINDS,
     DIGIT_PAIRS,
     DUPLICATE_KINDS,
@@ -22,7 +22,7 @@ from pipeline.inject.config import (
     load_transition_matrix,
     resolve,
 )
-from pipeline.inject.core import (
+from assay.pipeline.inject.core import (
     CORRUPTED_KINDS,
     GROUND_TRUTH_COLUMNS,
     asymmetric_pairs,
@@ -30,7 +30,7 @@ from pipeline.inject.core import (
     inject,
     label_plan,
 )
-from pipeline.inject.images import OOD_STYLES
+from assay.pipeline.inject.images import OOD_STYLES
 
 __all__ = [
     "CORRUPTED_KINDS",

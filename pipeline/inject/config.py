@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pipeline.errors import DataError
+from assay.pipeline.errors import DataError
 
 LabelNoiseMode = Literal["symmetric", "asymmetric", "matrix"]
 LABEL_NOISE_MODES: tuple[str, ...] = ("symmetric", "asymmetric", "matrix")

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.inject import images as im
-from pipeline.inject.config import (
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.inject import images as im
+from assay.pipeline.inject.config import (
     CORRUPTION_KINDS,
     DIGIT_PAIRS,
     DUPLICATE_KINDS,

@@ -26,8 +26,8 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from pipeline import atomic
-from pipeline.report import figures
+from assay.pipeline import atomic
+from assay.pipeline.report import figures
 
 #: Samples shown per issue type unless ``gallery_size`` says otherwise.
 DEFAULT_GALLERY_SIZE = 24

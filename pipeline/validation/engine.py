@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.validation.suites import Suite
-from pipeline.validation.tables import ID_COLUMNS
+from assay.pipeline.validation.suites import Suite
+from assay.pipeline.validation.tables import ID_COLUMNS
 
 #: How many unexpected ids and values each result keeps.
 FIRST_N = 20

@@ -22,17 +22,18 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import DataError
-from pipeline.validation.tables import TABLE_COLUMNS
+from assay.pipeline.errors import DataError
+from assay.pipeline.validation.tables import TABLE_COLUMNS
 
 #: The suite used when none is given.
-DEFAULT_SUITE_PATH = Path(__file__).resolve().parents[2] / "expectations" / "default.json"
+DEFAULT_SUITE_PATH = Path(str(files("assay.expectations").joinpath("default.json")))
 
 #: Suite parameters filled in from the dataset being validated.
 PARAMETERS: dict[str, str] = {

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import Dataset
-from pipeline.errors import DataError
-from pipeline.profile import PROFILE_COLUMNS
+from assay.pipeline.dataset import Dataset
+from assay.pipeline.errors import DataError
+from assay.pipeline.profile import PROFILE_COLUMNS
 
 #: Columns of the one-row dataset table and their dtypes.
 DATASET_COLUMNS: dict[str, str] = {
