@@ -106,7 +106,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     reference = io.load(args.reference) if args.reference else None
     from assay.pipeline.validate import critical_failures_message, validate
 
-    run = RunFolder(Path(args.out))
+    run = RunFolder(Path(args.run_dir))
     result = validate(
         dataset,
         suite_path=args.suite,
@@ -146,7 +146,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     dataset = io.load(args.data, strict=args.strict)
     from assay.pipeline.detect import run_detection
 
-    run = RunFolder(Path(args.out))
+    run = RunFolder(Path(args.run_dir))
     result = run_detection(
         dataset, out_dir=run.paths.detection, seed=args.seed, device=args.device, folds=args.folds
     )
@@ -163,7 +163,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from assay.pipeline.clean import clean, write_cleaned
     from assay.pipeline.runfolder import RunFolder
 
-    run = RunFolder(Path(args.run))
+    run = RunFolder(Path(args.run_dir))
     data = args.data or str(run.paths.dataset)
     dataset = io.load(data)
     issues_path = run.paths.detection / "issues.parquet"
@@ -188,7 +188,7 @@ def cmd_gan(args: argparse.Namespace) -> int:
     from assay.pipeline.generate import compare_gans
     from assay.pipeline.runfolder import RunFolder
 
-    run = RunFolder(Path(args.run))
+    run = RunFolder(Path(args.run_dir))
     for need in (run.paths.dataset, run.paths.detection / "issues.parquet", run.paths.cleaned):
         if not need.exists():
             from assay.pipeline.errors import DataError
@@ -220,7 +220,7 @@ def cmd_gan(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from assay.pipeline.report import render_report
 
-    path = render_report(Path(args.run))
+    path = render_report(Path(args.run_dir))
     print(f"Report: {path}")
     return EXIT_OK
 
@@ -265,9 +265,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data", default=None, metavar="SPEC", help="dataset spec (default: digits)"
-    )
+    p.add_argument("--data", default=None, metavar="SPEC", help="dataset spec (default: digits)")
     p.add_argument("--strict", action="store_true", help="refuse non-image files in folders")
     p.add_argument("--inject", metavar="PRESET", help="inject known dirt first (e.g. mixed-mild)")
     p.add_argument(
@@ -317,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate a dataset with Great Expectations")
     _add_data(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="run folder to write into")
+    p.add_argument(
+        "--run-dir", dest="run_dir", required=True, metavar="DIR", help="run folder to write into"
+    )
     p.add_argument("--suite", metavar="FILE", help="expectation suite JSON (default: built-in)")
     p.add_argument("--reference", metavar="SPEC", help="reference dataset for class balance")
     p.add_argument("--no-data-docs", action="store_true", help="skip building GX Data Docs")
@@ -332,25 +332,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="find mislabelled, outlying and duplicate samples")
     _add_data(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="run folder to write into")
+    p.add_argument(
+        "--run-dir", dest="run_dir", required=True, metavar="DIR", help="run folder to write into"
+    )
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
     _add_compute(p)
     p.set_defaults(handler=cmd_detect)
 
     p = sub.add_parser("clean", help="turn detections into decisions and a cleaned dataset")
-    p.add_argument("--run", required=True, metavar="DIR", help="run folder with detection/")
+    p.add_argument(
+        "--run-dir", dest="run_dir", required=True, metavar="DIR", help="run folder with detection/"
+    )
     p.add_argument("--data", metavar="SPEC", help="dataset (default: the run's snapshot)")
     p.add_argument("--policy", default="relabel", choices=("drop", "relabel", "review"))
     p.set_defaults(handler=cmd_clean)
 
     p = sub.add_parser("gan", help="train the conditional GAN arms and compare them")
-    p.add_argument("--run", required=True, metavar="DIR", help="run folder with cleaned/")
+    p.add_argument(
+        "--run-dir", dest="run_dir", required=True, metavar="DIR", help="run folder with cleaned/"
+    )
     p.add_argument("--steps", type=int, default=None, help="training steps per arm")
     _add_compute(p)
     p.set_defaults(handler=cmd_gan)
 
     p = sub.add_parser("report", help="(re-)render report.html from a run folder")
-    p.add_argument("--run", required=True, metavar="DIR", help="run folder")
+    p.add_argument("--run-dir", dest="run_dir", required=True, metavar="DIR", help="run folder")
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("serve", help="serve the pipeline on a cron schedule")

@@ -67,8 +67,8 @@ def test_unknown_command_is_a_usage_error():
     [
         ["info", "--data", "{missing}"],
         ["inject", "--data", "{missing}", "--out", "{out}"],
-        ["validate", "--data", "{missing}", "--out", "{out}"],
-        ["detect", "--data", "{missing}", "--out", "{out}"],
+        ["validate", "--data", "{missing}", "--run-dir", "{out}"],
+        ["detect", "--data", "{missing}", "--run-dir", "{out}"],
     ],
     ids=lambda c: c[0],
 )

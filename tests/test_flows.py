@@ -194,7 +194,9 @@ def _fake_modules(calls: Calls) -> dict[str, types.ModuleType]:
     return {
         "assay.pipeline.validate": validate,
         "assay.pipeline.detect": detect,
-        "assay.pipeline.detect.oof": types.ModuleType("assay.pipeline.detect.oof"),  # no per-fold API
+        "assay.pipeline.detect.oof": types.ModuleType(
+            "assay.pipeline.detect.oof"
+        ),  # no per-fold API
         "assay.pipeline.clean": clean,
         "assay.pipeline.generate": generate,
         "assay.pipeline.report": report,
@@ -871,7 +873,8 @@ def _real_stages_missing() -> str | None:
     import importlib
 
     needed = {
-        "assay.pipeline.io": "load", "assay.pipeline.inject": "inject", "assay.pipeline.validate": "validate",
+        "assay.pipeline.io": "load", "assay.pipeline.inject": "inject",
+        "assay.pipeline.validate": "validate",
         "assay.pipeline.detect": "run_detection", "assay.pipeline.clean": "clean",
         "assay.pipeline.generate": "compare_gans", "assay.pipeline.report": "render_report",
     }  # fmt: skip
@@ -966,9 +969,10 @@ def test_end_to_end_on_digits_with_injected_dirt(e2e_runs):
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "complete" and info["verdict"]["text"] == first.verdict
     assert set(info["timings"]) == set(STAGES) and info["device"] == "cpu"
-    assert info["hashes"]["ingested"] == json.loads(
-        (run / "dataset/dataset.json").read_text()
-    )["content_hash"]
+    assert (
+        info["hashes"]["ingested"]
+        == json.loads((run / "dataset/dataset.json").read_text())["content_hash"]
+    )
 
     html = (run / "report.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html")
@@ -1019,9 +1023,7 @@ def test_dask_cluster_gives_the_same_issues_as_threads(tmp_path, small_digits):
     common = {"data": small_digits, "inject": "labels-10", "folds": 2, "device": "cpu",
               "progress": False, "until": "detect"}  # fmt: skip
     threads = run_pipeline(RunConfig(runs_root=tmp_path / "threads", runner="threads", **common))
-    dask = run_pipeline(
-        RunConfig(runs_root=tmp_path / "dask", runner="dask", workers=2, **common)
-    )
+    dask = run_pipeline(RunConfig(runs_root=tmp_path / "dask", runner="dask", workers=2, **common))
     assert threads.stages["detect"] == dask.stages["detect"] == "done"
     a = pd.read_parquet(threads.run_dir / "detection/issues.parquet")
     b = pd.read_parquet(dask.run_dir / "detection/issues.parquet")
