@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -47,16 +48,16 @@ def _dataset_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
-def _add_data(p: argparse.ArgumentParser, *, default: str | None = None) -> None:
-    p.add_argument(
-        "--data",
-        default=default,
-        required=default is None,
-        metavar="SPEC",
-        help="dataset: 'digits', an MNIST IDX folder, .npz, .csv, an image folder "
-        "(one sub-folder per class) or an assay dataset folder"
-        + (f" (default: {default})" if default else ""),
-    )
+_DATA_HELP = (
+    "dataset: 'digits', an MNIST IDX folder, .npz, .csv, an image folder (one sub-folder "
+    "per class) or an assay dataset folder"
+)
+
+
+def _add_data(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    help_text = _DATA_HELP if required else _DATA_HELP + "; snapshot into the run folder " \
+        "(default: the dataset the run folder holds)"
+    p.add_argument("--data", required=required, metavar="SPEC", help=help_text)
     p.add_argument(
         "--strict",
         action="store_true",
@@ -64,11 +65,19 @@ def _add_data(p: argparse.ArgumentParser, *, default: str | None = None) -> None
     )
 
 
+def _add_output(p: argparse.ArgumentParser, *, json_too: bool = True) -> None:
+    if json_too:
+        p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+
+
+def _add_run_dir(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--run-dir", dest="run_dir", required=True, metavar="DIR", help=help_text)
+
+
 def _add_compute(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda[:N] (default: auto = cuda if present)"
-    )
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
 
 
 # --------------------------------------------------------------------------- commands
@@ -98,130 +107,145 @@ def cmd_inject(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    from assay.pipeline import io
+# --------------------------------------------------------------------------- stage commands
+def _emit(args: argparse.Namespace, document: dict[str, Any], lines: Sequence[str]) -> None:
+    """One JSON document on stdout with ``--json``; otherwise the lines for people."""
+    if getattr(args, "json", False):
+        print(json.dumps(document, indent=2, default=str))
+    elif not getattr(args, "quiet", False):
+        for line in lines:
+            print(line)
+
+
+def _stage_run(args: argparse.Namespace) -> Any:
     from assay.pipeline.runfolder import RunFolder
 
-    dataset = io.load(args.data, strict=args.strict)
-    reference = io.load(args.reference) if args.reference else None
-    from assay.pipeline.validate import critical_failures_message, validate
+    return RunFolder(Path(args.run_dir).expanduser().resolve())
 
-    run = RunFolder(Path(args.run_dir))
-    result = validate(
-        dataset,
-        suite_path=args.suite,
-        reference=reference,
-        out_dir=run.paths.validation,
-        data_docs=not args.no_data_docs,
-    )
-    failed = [r for r in result.results if not r["success"]]
-    print(
-        f"{len(result.results) - len(failed)}/{len(result.results)} expectations met; "
-        f"{len(failed)} failed. Details: {run.paths.validation / 'validation.json'}"
-    )
-    for r in failed:
+
+def _record(run: Any, stage: str, parameters: dict[str, Any], summary: Any) -> None:
+    """Note a stage command's parameters and outcome in run.json (a later resume reads them)."""
+    from assay.pipeline.runfolder import now_iso, versions
+
+    record = run.read_run_json()
+    fields: dict[str, Any] = {
+        "parameters": {**record.get("parameters", {}), **parameters},
+        "stages": {stage: {"state": "done", "seconds": summary.seconds,
+                           "finished_at": now_iso()}},
+        "hashes": {stage: summary.output_hash},
+    }  # fmt: skip
+    if not record:
+        fields.update(run_id=run.run_id, started_at=now_iso(), versions=versions())
+    run.update_run_json(**fields)
+
+
+def _ensure_dataset(run: Any, args: argparse.Namespace) -> None:
+    """Snapshot ``--data`` into the run folder unless it already holds that dataset."""
+    from assay.pipeline import stages
+    from assay.pipeline.errors import DataError
+
+    if not args.data:
+        run.require("dataset")
+        return
+    params = stages.IngestParams(data=args.data, inject=getattr(args, "inject", None),
+                                 seed=args.seed, strict=args.strict)  # fmt: skip
+    dataset, raw_hash = stages.load_input(params)
+    if run.paths.dataset.exists():
+        held = run.dataset().content_hash()
+        if held != dataset.content_hash():
+            raise DataError(
+                f"{run.paths.dataset}: the run folder already holds a different dataset than "
+                f"--data {args.data}; use a new --run-dir, or leave out --data to use it."
+            )
+        return
+    summary = stages.ingest(run, dataset, raw_hash=raw_hash)
+    _record(run, "ingest", stages.params_dict(params), summary)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from assay.pipeline import stages
+
+    run = _stage_run(args)
+    _ensure_dataset(run, args)
+    params = stages.ValidateParams(suite=args.suite, reference=args.reference,
+                                   data_docs=not args.no_data_docs)  # fmt: skip
+    summary = stages.validate(run, params)
+    _record(run, "validate", stages.params_dict(params), summary)
+    met = summary.n_expectations - summary.n_failed
+    lines = [f"{met}/{summary.n_expectations} expectations met; {summary.n_failed} failed. "
+             f"Details: {run.paths.validation_json}"]  # fmt: skip
+    for r in summary.failed:
         column = f" [{r['column']}]" if r.get("column") else ""
-        print(f"  {r['severity']:<8} {r['expectation']}{column}")
-    if not result.success_critical:
-        print(critical_failures_message(result), file=sys.stderr)
+        lines.append(f"  {r['severity']:<8} {r['expectation']}{column}")
+    _emit(args, summary.model_dump(mode="json"), lines)
+    if not summary.success_critical:
+        print(summary.critical_message, file=sys.stderr)
         return EXIT_CRITICAL
     return EXIT_OK
 
 
 def cmd_expectations_learn(args: argparse.Namespace) -> int:
     from assay.pipeline import io
-
-    dataset = io.load(args.data, strict=args.strict)
     from assay.pipeline.validate import learn_suite
 
+    dataset = io.load(args.data, strict=args.strict)
     out = learn_suite(dataset, out_path=Path(args.out))
     print(f"Learned a suite from {len(dataset)} trusted samples: {out}")
     return EXIT_OK
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from assay.pipeline import io
-    from assay.pipeline.runfolder import RunFolder
+    from assay.pipeline import stages
 
-    dataset = io.load(args.data, strict=args.strict)
-    from assay.pipeline.detect import run_detection
-
-    run = RunFolder(Path(args.run_dir))
-    result = run_detection(
-        dataset, out_dir=run.paths.detection, seed=args.seed, device=args.device, folds=args.folds
-    )
-    counts = result.summary.get("counts", {})
-    print(f"Detection on {len(dataset)} samples -> {run.paths.detection / 'issues.parquet'}")
-    _print_kv([(k, v) for k, v in counts.items()] or [("issues", 0)])
+    run = _stage_run(args)
+    _ensure_dataset(run, args)
+    params = stages.DetectParams(folds=args.folds, seed=args.seed, device=args.device)
+    summary = stages.detect(run, params, progress=not (args.quiet or args.json))
+    _record(run, "detect", stages.params_dict(params), summary)
+    lines = [f"Detection on {summary.n} samples -> {run.paths.issues}"]
+    lines += [f"  {k:<24} {v}" for k, v in summary.counts.items()]
+    _emit(args, summary.model_dump(mode="json"), lines)
     return EXIT_OK
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from assay.pipeline import stages
 
-    from assay.pipeline import io
-    from assay.pipeline.clean import clean, write_cleaned
-    from assay.pipeline.runfolder import RunFolder
-
-    run = RunFolder(Path(args.run_dir))
-    data = args.data or str(run.paths.dataset)
-    dataset = io.load(data)
-    issues_path = run.paths.detection / "issues.parquet"
-    if not issues_path.exists():
-        from assay.pipeline.errors import DataError
-
-        raise DataError(f"{issues_path}: no detection result; run `assay detect` first.")
-    issues = pd.read_parquet(issues_path)
-    cleaned, decisions = clean(dataset, issues, policy=args.policy)
-    write_cleaned(cleaned, decisions, run.paths.cleaned)
-    counts = decisions["decision"].value_counts()
-    print(f"Cleaned with policy {args.policy!r}: {len(cleaned)} of {len(dataset)} kept")
-    _print_kv([(str(k), int(v)) for k, v in counts.items()])
+    run = _stage_run(args)
+    params = stages.CleanParams(policy=args.policy)
+    summary = stages.clean(run, params)
+    _record(run, "clean", stages.params_dict(params), summary)
+    lines = [f"Cleaned with policy {args.policy!r}: {summary.n_out} of {summary.n_in} kept"]
+    lines += [f"  {k:<8} {v}" for k, v in summary.decisions.items()]
+    _emit(args, summary.model_dump(mode="json"), lines)
     return EXIT_OK
 
 
 def cmd_gan(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
+    from assay.pipeline import stages
 
-    from assay.pipeline import io
-    from assay.pipeline.generate import compare_gans
-    from assay.pipeline.runfolder import RunFolder
-
-    run = RunFolder(Path(args.run_dir))
-    for need in (run.paths.dataset, run.paths.detection / "issues.parquet", run.paths.cleaned):
-        if not need.exists():
-            from assay.pipeline.errors import DataError
-
-            raise DataError(f"{need}: missing; run `assay run` (or detect and clean) first.")
-    dirty = io.load(str(run.paths.dataset))
-    cleaned = io.load(str(run.paths.cleaned))
-    issues = pd.read_parquet(run.paths.detection / "issues.parquet")
-    noise_matrix = np.load(run.paths.detection / "noise_matrix.npy", allow_pickle=False)
-    metrics = compare_gans(
-        dirty,
-        cleaned,
-        issues,
-        noise_matrix=noise_matrix,
-        out_dir=run.paths.gan,
-        steps=args.steps,
-        device=args.device,
-        seed=args.seed,
-        vae_dir=run.paths.detection,
-    )
-    for arm, m in metrics.get("arms", {}).items():
-        print(
-            f"  {arm:<12} label accuracy {m.get('label_accuracy', float('nan')):.3f}  "
-            f"FID {m.get('fid', float('nan')):.2f}"
-        )
+    run = _stage_run(args)
+    params = stages.GenerateParams(steps=args.steps, seed=args.seed, device=args.device)
+    summary = stages.generate(run, params, progress=not (args.quiet or args.json))
+    _record(run, "generate", stages.params_dict(params), summary)
+    lines = []
+    for arm, m in summary.arms.items():
+        acc, fid = m.get("label_accuracy"), m.get("fid")
+        lines.append(f"  {arm:<12} label accuracy "
+                     f"{'n/a' if acc is None else f'{acc:.3f}'}  FID "
+                     f"{'n/a' if fid is None else f'{fid:.2f}'}")  # fmt: skip
+    _emit(args, summary.model_dump(mode="json"), lines)
     return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from assay.pipeline.report import render_report
+    from assay.pipeline import stages
 
-    path = render_report(Path(args.run_dir))
-    print(f"Report: {path}")
+    run = _stage_run(args)
+    summary = stages.report(run)
+    _record(run, "report", {}, summary)
+    _emit(args, summary.model_dump(mode="json"),
+          [f"Verdict: {summary.verdict.headline}", f"Report: {summary.path}"])  # fmt: skip
     return EXIT_OK
 
 
@@ -238,13 +262,30 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The run parameters the user set: the ``--config`` file's, then the command line's."""
+    from assay.flows.config import read_config_file
+
+    given = read_config_file(Path(args.config)) if args.config else {}
+    given.update(_run_overrides(args))
+    return given
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from assay.flows.config import load_config
-    from assay.flows.main import run_pipeline
+    from assay.flows.main import run_pipeline, summary_dict
+    from assay.flows.resume import resume_config
 
-    config = load_config(args.config, overrides=_run_overrides(args))
+    overrides = _run_overrides(args)
+    if args.quiet or args.json:
+        overrides["progress"] = False
+    config = resume_config(load_config(args.config, overrides=overrides), _given(args))
     summary = run_pipeline(config)
-    return int(getattr(summary, "exit_code", EXIT_OK))
+    lines = [f"verdict: {summary.verdict}"]
+    if summary.report is not None:
+        lines.append(f"report: {summary.report}")
+    _emit(args, summary_dict(summary), lines)
+    return int(summary.exit_code)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -264,26 +305,37 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+def _run_default(key: str) -> str:
+    from assay.flows.config import RunConfig
+
+    return f" (default: {RunConfig.model_fields[key].default})"
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, metavar="SPEC", help="dataset spec (default: digits)")
+    from assay.pipeline.inject import PRESETS
+
+    p.add_argument("--data", metavar="SPEC", help=_DATA_HELP + _run_default("data"))
     p.add_argument("--strict", action="store_true", help="refuse non-image files in folders")
-    p.add_argument("--inject", metavar="PRESET", help="inject known dirt first (e.g. mixed-mild)")
     p.add_argument(
-        "--policy", choices=("drop", "relabel", "review"), help="cleaning policy (relabel)"
-    )
-    p.add_argument("--steps", type=int, help="GAN training steps per arm")
-    p.add_argument("--device", help="auto, cpu or cuda[:N]")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--folds", type=int, help="folds of the out-of-fold classifier")
+        "--inject", metavar="PRESET",
+        help=f"inject known dirt first: {', '.join(sorted(PRESETS))} or a config file",
+    )  # fmt: skip
+    p.add_argument("--policy", choices=("drop", "relabel", "review"),
+                   help="cleaning policy" + _run_default("policy"))  # fmt: skip
+    p.add_argument("--steps", type=int, help="GAN training steps per arm" + _run_default("steps"))
+    p.add_argument("--device", help="auto, cpu or cuda[:N]" + _run_default("device"))
+    p.add_argument("--seed", type=int, help="random seed" + _run_default("seed"))
+    p.add_argument("--folds", type=int, help="folds of the out-of-fold classifier"
+                   + _run_default("folds"))  # fmt: skip
     p.add_argument("--suite", metavar="FILE", help="expectation suite (default: the built-in)")
-    p.add_argument(
-        "--runner", metavar="RUNNER", help="task runner: threads, processes or dask[:ADDRESS]"
-    )
-    p.add_argument("--run-dir", dest="run_dir", metavar="DIR", help="run folder to write/resume")
-    p.add_argument(
-        "--runs-root", dest="runs_root", metavar="DIR", help="where new run folders go (runs)"
-    )
-    p.add_argument("--config", metavar="FILE", help="YAML or TOML file of run parameters")
+    p.add_argument("--runner", metavar="RUNNER", help="task runner: threads, processes or "
+                   "dask[:ADDRESS]" + _run_default("runner"))  # fmt: skip
+    p.add_argument("--run-dir", dest="run_dir", metavar="DIR",
+                   help="run folder to write, or to resume with its recorded parameters "
+                   "(default: a new folder under --runs-root)")  # fmt: skip
+    p.add_argument("--runs-root", dest="runs_root", metavar="DIR",
+                   help="where new run folders go" + _run_default("runs_root"))  # fmt: skip
+    p.add_argument("--config", metavar="FILE", help="YAML, TOML or JSON file of run parameters")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,69 +346,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"assay {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
 
     p = sub.add_parser("run", help="run the whole pipeline as a Prefect flow")
     _add_run_options(p)
+    _add_output(p)
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("info", help="print a dataset's size, shape, classes and hash")
+    p = sub.add_parser("info", help="print a dataset's size, shape, classes and hash", **fmt)
     _add_data(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(handler=cmd_info)
 
-    p = sub.add_parser("inject", help="write a dirty copy of a dataset, with ground truth")
+    p = sub.add_parser("inject", help="write a dirty copy of a dataset, with ground truth", **fmt)
     _add_data(p)
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--preset", default="mixed-mild", help="preset name (default: mixed-mild)")
+    group.add_argument("--preset", default="mixed-mild", help="preset name")
     group.add_argument("--config", metavar="FILE", help="JSON or TOML file of injection rates")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(handler=cmd_inject)
 
-    p = sub.add_parser("validate", help="validate a dataset with Great Expectations")
-    _add_data(p)
-    p.add_argument(
-        "--run-dir", dest="run_dir", required=True, metavar="DIR", help="run folder to write into"
-    )
+    p = sub.add_parser("validate", help="snapshot a dataset and validate it with Great "
+                       "Expectations", **fmt)  # fmt: skip
+    _add_run_dir(p, "run folder to write into")
+    _add_data(p, required=False)
+    p.add_argument("--inject", metavar="PRESET", help="inject known dirt into --data first")
+    p.add_argument("--seed", type=int, default=0, help="random seed of --inject")
     p.add_argument("--suite", metavar="FILE", help="expectation suite JSON (default: built-in)")
     p.add_argument("--reference", metavar="SPEC", help="reference dataset for class balance")
     p.add_argument("--no-data-docs", action="store_true", help="skip building GX Data Docs")
+    _add_output(p)
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("expectations", help="work with expectation suites")
     esub = p.add_subparsers(dest="expectations_command", metavar="ACTION", required=True)
-    q = esub.add_parser("learn", help="fit a suite to a dataset you trust")
+    q = esub.add_parser("learn", help="fit a suite to a dataset you trust", **fmt)
     _add_data(q)
     q.add_argument("--out", required=True, metavar="FILE", help="suite JSON to write")
     q.set_defaults(handler=cmd_expectations_learn)
 
-    p = sub.add_parser("detect", help="find mislabelled, outlying and duplicate samples")
-    _add_data(p)
-    p.add_argument(
-        "--run-dir", dest="run_dir", required=True, metavar="DIR", help="run folder to write into"
-    )
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
+    p = sub.add_parser("detect", help="find mislabelled, outlying and duplicate samples", **fmt)
+    _add_run_dir(p, "run folder to write into")
+    _add_data(p, required=False)
+    p.add_argument("--inject", metavar="PRESET", help="inject known dirt into --data first")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     _add_compute(p)
+    _add_output(p)
     p.set_defaults(handler=cmd_detect)
 
-    p = sub.add_parser("clean", help="turn detections into decisions and a cleaned dataset")
-    p.add_argument(
-        "--run-dir", dest="run_dir", required=True, metavar="DIR", help="run folder with detection/"
-    )
-    p.add_argument("--data", metavar="SPEC", help="dataset (default: the run's snapshot)")
-    p.add_argument("--policy", default="relabel", choices=("drop", "relabel", "review"))
+    p = sub.add_parser("clean", help="turn detections into decisions and a cleaned dataset",
+                       **fmt)  # fmt: skip
+    _add_run_dir(p, "run folder with detection/")
+    p.add_argument("--policy", default="relabel", choices=("drop", "relabel", "review"),
+                   help="cleaning policy")  # fmt: skip
+    _add_output(p)
     p.set_defaults(handler=cmd_clean)
 
-    p = sub.add_parser("gan", help="train the conditional GAN arms and compare them")
-    p.add_argument(
-        "--run-dir", dest="run_dir", required=True, metavar="DIR", help="run folder with cleaned/"
-    )
-    p.add_argument("--steps", type=int, default=None, help="training steps per arm")
+    p = sub.add_parser("gan", help="train the conditional GAN arms and compare them", **fmt)
+    _add_run_dir(p, "run folder with cleaned/")
+    p.add_argument("--steps", type=int, default=1500, help="training steps per arm")
     _add_compute(p)
+    _add_output(p)
     p.set_defaults(handler=cmd_gan)
 
-    p = sub.add_parser("report", help="(re-)render report.html from a run folder")
-    p.add_argument("--run-dir", dest="run_dir", required=True, metavar="DIR", help="run folder")
+    p = sub.add_parser("report", help="compute the verdict and (re-)render report.html", **fmt)
+    _add_run_dir(p, "run folder")
+    _add_output(p)
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("serve", help="serve the pipeline on a cron schedule")
@@ -365,9 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="assay-scheduled", help="deployment name")
     p.set_defaults(handler=cmd_serve)
 
-    p = sub.add_parser("server", help="start a local Prefect server (SQLite, loopback)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=4200)
+    p = sub.add_parser("server", help="start a local Prefect server (SQLite, loopback)", **fmt)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=4200, help="port to listen on")
     p.set_defaults(handler=cmd_server)
     return parser
 
@@ -385,6 +441,9 @@ _default_showwarning = warnings.showwarning
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``assay`` console script; returns the exit code."""
+    # stage lines are printed once, by assay; Prefect's own console lines (and the
+    # tracebacks it logs before assay prints the real message) stay in the Prefect UI
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
@@ -399,8 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("assay: interrupted; finished stages are kept and a re-run resumes.", file=sys.stderr)
         return 130
-    if args.command != "run" and code == EXIT_OK:
-        print(f"done in {time.perf_counter() - start:.1f} s")
+    if args.command != "run" and code == EXIT_OK and not getattr(args, "quiet", False):
+        print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return code
 
 

@@ -165,8 +165,13 @@ class RunConfig(BaseModel):
             if self.cache_dir is not None
             else run_dir.parent / ".cache"
         )
+        paths = {
+            key: str(Path(value).expanduser().resolve())
+            for key in ("data", "inject", "suite", "reference")
+            if (value := getattr(self, key)) and Path(value).expanduser().exists()
+        }
         return self.model_copy(
-            update={"run_dir": run_dir, "runs_root": runs_root, "cache_dir": cache_dir}
+            update={"run_dir": run_dir, "runs_root": runs_root, "cache_dir": cache_dir, **paths}
         )
 
     def parameters(self) -> dict[str, Any]:
@@ -201,7 +206,8 @@ def _phrase(msg: str) -> str:
     return "is not valid: " + msg
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The key/value mapping of a YAML, TOML or JSON config file (not yet validated)."""
     if not path.is_file():
         raise DataError(f"{path}: config file not found; expected a YAML, TOML or JSON file.")
     suffix = path.suffix.lower()
@@ -266,7 +272,7 @@ def load_config(
     source = "config"
     if path is not None:
         file = Path(path).expanduser()
-        values.update(_read_file(file))
+        values.update(read_config_file(file))
         source = str(file)
     extra = {k: v for k, v in (overrides or {}).items() if v is not None}
     values.update(extra)

@@ -31,9 +31,9 @@ from prefect.artifacts import (
 from prefect.context import FlowRunContext
 
 from assay.flows import stages
+from assay.flows.caching import code_version
 from assay.flows.config import STAGES, RunConfig
 from assay.flows.runners import open_runner
-from assay.flows.tasks import code_version
 from assay.pipeline.errors import CriticalValidationError, DataError
 from assay.pipeline.runfolder import RunFolder, now_iso, versions
 
@@ -90,9 +90,11 @@ class RunSummary:
 
 
 # --------------------------------------------------------------------------- progress
-def say(message: str) -> None:
-    """One progress line: printed to stdout and sent to the Prefect run logger."""
-    print(f"[assay] {message}", flush=True)
+def say(message: str, *, echo: bool = True) -> None:
+    """One progress line: to the Prefect run logger (the UI) and, with ``echo``, once to
+    stderr (stdout is left for the result, so ``--json`` output stays parseable)."""
+    if echo:
+        print(f"[assay] {message}", file=sys.stderr, flush=True)
     try:
         get_run_logger().info(message)
     except Exception:  # no run context (e.g. called outside a flow)
@@ -127,80 +129,9 @@ def _resolve_device(requested: str) -> str:
 
 
 # --------------------------------------------------------------------------- verdict
-def _count(summary: dict[str, Any], *names: str) -> int | None:
-    for name in names:
-        value = summary.get(name)
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int | float):
-            return int(value)
-    return None
-
-
 def issue_counts(detect_summary: dict[str, Any]) -> dict[str, int]:
-    """Per-type issue counts from the detection summary (``summary.json``)."""
-    counts = detect_summary.get("counts", {})
-    if not isinstance(counts, dict):
-        return {}
-    return {str(k): int(v) for k, v in counts.items() if isinstance(v, int | float)}
-
-
-def verdict_text(outcomes: dict[str, dict[str, Any]]) -> str:
-    """One line from the stage summaries: how dirty, what was done, did it help."""
-    parts: list[str] = []
-    n = None
-    if "ingest" in outcomes:
-        n = outcomes["ingest"]["record"]["summary"].get("n")
-    if "detect" in outcomes:
-        summary = outcomes["detect"]["record"]["summary"]
-        dirty = _count(summary, "n_dirty", "dirty")
-        if dirty is None:
-            dirty = issue_counts(summary).get("dirty")
-        if dirty is not None and n:
-            parts.append(f"{dirty} of {n} samples ({100 * dirty / n:.1f}%) look dirty")
-    if "clean" in outcomes:
-        decisions = outcomes["clean"]["record"]["summary"].get("decisions", {})
-        done = [f"{v} {k}" for k, v in decisions.items() if k != "keep" and v]
-        parts.append(("decisions: " + ", ".join(done)) if done else "nothing changed")
-    if "generate" in outcomes:
-        parts.append(_gan_phrase(outcomes["generate"]["record"]["summary"]))
-    return "; ".join(p for p in parts if p) or "no verdict (stopped before detection)"
-
-
-def _report_verdict(run_dir: Path, outcomes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The verdict the report will show (``pipeline.report.compute_verdict``), with a
-    ``text`` line; the stage summaries' one-liner when the report module has none."""
-    from assay.flows.tasks import stage_module
-
-    text = verdict_text(outcomes)
-    compute = getattr(stage_module("assay.pipeline.report"), "compute_verdict", None)
-    if compute is None or "detect" not in outcomes:
-        return {"text": text}
-    try:
-        verdict = dict(compute(run_dir))
-    except Exception as exc:  # the verdict only summarises; never fail a run over it
-        return {"text": text, "error": f"{type(exc).__name__}: {exc}"}
-    verdict["text"] = verdict.get("headline") or text
-    verdict["line"] = text
-    return verdict
-
-
-def _gan_phrase(summary: dict[str, Any]) -> str:
-    arms = summary.get("arms", {})
-    if not isinstance(arms, dict) or not arms:
-        return ""
-    metric = next(
-        (
-            m
-            for m in ("label_accuracy", "fid", "cas")
-            if all(isinstance(a.get(m), int | float) for a in arms.values())
-        ),
-        None,
-    )
-    if metric is None:
-        return ""
-    values = ", ".join(f"{arm} {vals[metric]:.3g}" for arm, vals in arms.items())
-    return f"GAN {metric.replace('_', ' ')}: {values}"
+    """Per-type issue counts from the detection stage's summary."""
+    return {str(k): int(v) for k, v in detect_summary.get("counts", {}).items()}
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -293,6 +224,9 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
     device = _resolve_device(config.device)
     stage_settings = _stage_settings()
 
+    def note(message: str) -> None:
+        say(message, echo=config.progress)
+
     outcomes: dict[str, dict[str, Any]] = {}
     states: dict[str, str] = {}
     timings: dict[str, float] = {}
@@ -301,7 +235,7 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
     unchanged_since: str | None = None
 
     def begin(stage: str) -> float:
-        say(f"{stage:<9} started")
+        note(f"{stage:<9} started")
         if run.paths.run_json.exists():
             run.update_run_json(stages={stage: {"state": "running", "started_at": now_iso()}})
         return time.perf_counter()
@@ -314,10 +248,11 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
         states[stage] = state
         timings[stage] = round(seconds, 3)
         stage_rows.append((stage, state, seconds))
-        note = ""
+        detail = ""
         if outcome["cached"]:
-            note = f" (computed by run {record['run_id']} in {record['seconds']:.1f} s)"
-        say(f"{stage:<9} {state} in {seconds:.1f} s{note}")
+            detail = f" (computed by run {record['run_id']} in {record['seconds']:.1f} s)"
+        elapsed = time.perf_counter() - started
+        note(f"{stage:<9} {state} in {seconds:.1f} s{detail} ({elapsed:.0f} s elapsed)")
         run.update_run_json(
             stages={
                 stage: {
@@ -343,9 +278,9 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
                 stages={stage: {"state": state, "error": str(exc)[:2000]}},
                 finished_at=now_iso(),
             )
-        say(f"{stage:<9} failed: {type(exc).__name__}: {str(exc)[:300]}")
+        note(f"{stage:<9} failed: {type(exc).__name__}: {str(exc)[:300]}")
 
-    with open_runner(config.runner, workers=config.workers, echo=say) as make_runner:
+    with open_runner(config.runner, workers=config.workers, echo=note) as make_runner:
 
         def run_stage(stage: str, stage_flow: Any, *args: Any) -> dict[str, Any]:
             t0 = begin(stage)
@@ -360,7 +295,7 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
 
         # ingest: nothing is written before the data loaded, so bad input leaves nothing
         t0 = time.perf_counter()
-        say(f"{'ingest':<9} started")
+        note(f"{'ingest':<9} started")
         try:
             with stage_settings():
                 ingest = stages.ingest_flow.with_options(task_runner=make_runner())(config)
@@ -384,7 +319,7 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
         end("ingest", t0, ingest)
         if ingest["cached"] and ingest["record"]["run_id"] != run_id:
             unchanged_since = ingest["record"]["run_id"]
-            say(f"data unchanged since {unchanged_since}")
+            note(f"data unchanged since {unchanged_since}")
 
         data_hash = ingest["hash"]
         if config.stage_enabled("validate"):
@@ -413,13 +348,16 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
             )
             hashes["gan_metrics"] = gen["record"]["hash"]
 
-        verdict_info = _report_verdict(run.root, outcomes)
-        verdict = verdict_info["text"]
-        run.update_run_json(hashes=hashes, verdict=verdict_info)
+        run.update_run_json(hashes=hashes)
+        verdict = "no verdict: the report stage did not run"
         if config.stage_enabled("report"):
             inputs = {s: o["record"]["hash"] for s, o in outcomes.items()}
             report = run_stage("report", stages.report_flow, config, inputs)
             hashes["report"] = report["record"]["hash"]
+            # the verdict the report stage computed (also when it came from the cache)
+            found = report["record"]["summary"]["verdict"]
+            run.update_run_json(verdict=found)
+            verdict = found["headline"]
 
     skipped = [s for s in STAGES if not config.stage_enabled(s)]
     for stage in skipped:
@@ -438,11 +376,9 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
     _publish_artifacts(run, run_id, verdict, outcomes, stage_rows, unchanged_since)
     report_path = run.paths.report if "report" in outcomes else None
     if unchanged_since and all_cached:
-        say(f"unchanged since {unchanged_since}: every stage came from the cache")
-    say(f"verdict: {verdict}")
-    if report_path is not None:
-        say(f"report: {report_path}")
-    say(f"run folder: {run.root} ({seconds:.1f} s)")
+        note(f"unchanged since {unchanged_since}: every stage came from the cache")
+    say(f"verdict: {verdict}", echo=False)
+    note(f"run folder: {run.root} ({seconds:.1f} s)")
     return {
         "run_id": run_id,
         "run_dir": str(run.root),
@@ -489,17 +425,14 @@ def preflight(config: RunConfig) -> None:
         The data spec names nothing loadable, the injection preset is unknown, the
         suite file is missing or the device is unavailable.
     """
-    from assay.flows.tasks import stage_module
+    from assay.pipeline.inject import PRESETS
+    from assay.pipeline.io import detect_format
 
-    io = stage_module("assay.pipeline.io")
-    detect_format = getattr(io, "detect_format", None)
-    if detect_format is not None:
-        detect_format(config.data)
+    detect_format(config.data)
     if config.inject and not Path(config.inject).expanduser().exists():
-        presets = getattr(stage_module("assay.pipeline.inject"), "PRESETS", None)
-        if presets is not None and config.inject not in presets:
+        if config.inject not in PRESETS:
             raise DataError(
-                f"`inject` must be a preset ({', '.join(sorted(presets))}) or an injection "
+                f"`inject` must be a preset ({', '.join(sorted(PRESETS))}) or an injection "
                 f"config file. Got {config.inject!r} instead."
             )
     if config.suite and not Path(config.suite).expanduser().is_file():

@@ -19,10 +19,11 @@ from typing import Any
 
 from prefect import flow
 
-from assay.flows import tasks
+from assay.flows import caching, tasks
 from assay.flows.config import RunConfig
 from assay.flows.runners import parse_runner
 from assay.pipeline.errors import CriticalValidationError
+from assay.pipeline.hashing import path_fingerprint
 
 Check = Callable[[dict[str, Any], Path], bool]
 
@@ -32,7 +33,7 @@ def run_cached(
     config: RunConfig,
     *,
     submit: bool | None = None,
-    check: Check = tasks.adopt_outputs,
+    check: Check = caching.adopt_outputs,
     **params: Any,
 ) -> dict[str, Any]:
     """Run one cached task; make sure its outputs exist (see :func:`run_cached_many`)."""
@@ -45,7 +46,7 @@ def run_cached_many(
     param_sets: list[dict[str, Any]],
     *,
     submit: bool | None = None,
-    check: Check = tasks.adopt_outputs,
+    check: Check = caching.adopt_outputs,
 ) -> list[dict[str, Any]]:
     """Run a cached task once per parameter set; return one outcome per set, in order.
 
@@ -114,8 +115,7 @@ def use_task_runner(config: RunConfig) -> bool:
 
 
 def _common(config: RunConfig) -> dict[str, Any]:
-    run_dir = Path(str(config.run_dir))
-    return {"run_dir": str(run_dir), "run_id": run_dir.name}
+    return {"run_dir": str(config.run_dir)}
 
 
 @flow(name="ingest", validate_parameters=False)
@@ -135,6 +135,7 @@ def ingest_flow(config: RunConfig) -> dict[str, Any]:
         submit=False,
         dataset=loaded["dataset"],
         data_hash=loaded["hash"],
+        raw_hash=loaded["raw_hash"],
         **_common(config),
     )
     outcome["raw_hash"] = loaded["raw_hash"]
@@ -156,9 +157,9 @@ def validate_flow(config: RunConfig, data_hash: str) -> dict[str, Any]:
         config,
         data_hash=data_hash,
         suite=config.suite,
-        suite_hash=tasks.path_fingerprint(config.suite),
+        suite_hash=path_fingerprint(config.suite),
         reference=config.reference,
-        reference_hash=tasks.path_fingerprint(config.reference),
+        reference_hash=path_fingerprint(config.reference),
         data_docs=config.data_docs,
         **_common(config),
     )
@@ -182,13 +183,13 @@ def detect_flow(config: RunConfig, data_hash: str, device: str) -> dict[str, Any
     common = {"data_hash": data_hash, "folds": config.folds, "seed": config.seed,
               "device": device, **_common(config)}  # fmt: skip
     work = None
-    if use_task_runner(config) and tasks.parallel_detection_available():
+    if use_task_runner(config):
         work_root = str(Path(str(config.cache_dir)) / "work")
         folds = run_cached_many(
             tasks.fit_fold,
             config,
             [{**common, "fold": f, "work_root": work_root} for f in range(config.folds)],
-            check=tasks.work_present,
+            check=caching.work_present,
         )
         work = [o["record"]["work"] for o in folds]
     outcome = run_cached(
@@ -227,12 +228,12 @@ def generate_flow(
               "cleaned_hash": cleaned_hash, "steps": config.steps, "seed": config.seed,
               "device": device, **_common(config)}  # fmt: skip
     work = None
-    if use_task_runner(config) and tasks.parallel_generate_available():
+    if use_task_runner(config):
         work_root = str(Path(str(config.cache_dir)) / "work")
         plan = run_cached(
             tasks.gan_prepare,
             config,
-            check=tasks.work_present,
+            check=caching.work_present,
             work_root=work_root,
             progress=config.progress,
             **common,
@@ -246,7 +247,7 @@ def generate_flow(
             tasks.gan_arm,
             config,
             arm_params,
-            check=tasks.work_present,
+            check=caching.work_present,
         )
         work = {
             "plan": plan["work"],

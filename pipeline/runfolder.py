@@ -51,7 +51,7 @@ class MissingArtifactError(DataError):
 
 #: Which stage writes each part of a run folder (for "run ... first" messages).
 PRODUCERS = {
-    "dataset": "ingest",
+    "dataset": "validate",
     "validation": "validate",
     "detection": "detect",
     "cleaned": "clean",
@@ -149,12 +149,18 @@ class RunFolder:
         """The path of ``part`` (a :class:`RunPaths` name), or a clear error when missing."""
         path: Path = getattr(self.paths, part)
         if not path.exists():
-            folder = path.relative_to(self.root).parts[0] if path != self.root else part
-            stage = PRODUCERS.get(folder.removesuffix(".html"), folder)
-            raise MissingArtifactError(
-                f"{path}: missing; run `assay {stage} --run-dir {self.root}` first."
-            )
+            folder = path.relative_to(self.root).parts[0].removesuffix(".html")
+            stage = PRODUCERS.get(folder, folder)
+            command = f"assay {stage} --run-dir {self.root}"
+            if folder == "dataset":
+                command = f"assay validate --data SPEC --run-dir {self.root}"
+            raise MissingArtifactError(f"{path}: missing; run `{command}` first.")
         return path
+
+    def relative(self, part: str) -> str:
+        """The path of ``part`` (a :class:`RunPaths` name) relative to the run folder."""
+        path: Path = getattr(self.paths, part)
+        return path.relative_to(self.root).as_posix()
 
     # ----------------------------------------------------------------- readers
     def dataset(self) -> Dataset:

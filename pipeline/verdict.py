@@ -6,9 +6,12 @@ Computed once per run by the report stage from the run folder's artifacts, store
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from assay.pipeline.runfolder import RunFolder
 
 #: What the GAN comparison says about cleaning. ``helped`` and ``hurt`` only when the
 #: difference is larger than its uncertainty; ``too_short_to_judge`` when the arms have not
@@ -37,3 +40,19 @@ class Verdict(BaseModel):
         None, description="half-width of the difference's interval (seeds and bootstrap)"
     )
     points: list[str] = Field(default_factory=list, description="the evidence, one sentence each")
+
+
+def compute_verdict(run: RunFolder) -> Verdict:
+    """The verdict of ``run`` from its artifacts."""
+    from assay.pipeline.report.render import compute_verdict as report_verdict
+
+    found = report_verdict(run.root)
+    helped = found.get("helped")
+    outcome: Outcome = "not_compared" if helped is None else ("helped" if helped else "hurt")
+    return Verdict(
+        headline=found["headline"],
+        tone=found["tone"],
+        outcome=outcome,
+        dirty_fraction=found.get("dirty_fraction"),
+        points=list(found.get("points", [])),
+    )

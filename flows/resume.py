@@ -1,0 +1,73 @@
+"""Resuming a run folder with the parameters it recorded.
+
+``assay run --run-dir DIR`` on a folder that holds a run reloads the parameters recorded
+in its ``run.json``; finished stages then come from the cache. A parameter given again
+(on the command line or in ``--config``) must equal the recorded one: a different value
+would mix two runs in one folder, so it is refused with exit 2 and a message that says
+how to start a new run instead. Operational settings (runner, workers, cache, progress,
+until, where runs and caches live) do not change results and may differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from assay.flows.config import RunConfig
+from assay.pipeline.errors import DataError
+from assay.pipeline.runfolder import RunFolder
+
+#: Parameters that do not change a run's results; a resume may set them anew.
+OPERATIONAL = frozenset(
+    {"runner", "workers", "progress", "cache", "cache_dir", "until", "run_dir", "runs_root"}
+)
+
+
+def recorded_parameters(run_dir: Path) -> dict[str, Any] | None:
+    """The parameters ``run_dir/run.json`` recorded, or ``None`` when it holds no run."""
+    record = RunFolder(run_dir).read_run_json()
+    params = record.get("parameters")
+    return dict(params) if isinstance(params, dict) else None
+
+
+def resume_config(config: RunConfig, given: Mapping[str, Any]) -> RunConfig:
+    """``config`` with the recorded parameters of its run folder, when it holds a run.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The configuration built from defaults, ``--config`` and the command line.
+    given : mapping
+        The keys the user set explicitly (``--config`` file and command line).
+
+    Raises
+    ------
+    pipeline.errors.DataError
+        A given parameter differs from the recorded one.
+    """
+    if config.run_dir is None:
+        return config
+    run_dir = Path(config.run_dir).expanduser().resolve()
+    recorded = recorded_parameters(run_dir)
+    if recorded is None:
+        return config
+    known = {k: v for k, v in recorded.items() if k in RunConfig.model_fields}
+    results = {k: v for k, v in known.items() if k not in OPERATIONAL}
+    operational = {k: getattr(config, k) for k in OPERATIONAL}
+    merged = RunConfig.model_validate({**results, **operational}).resolved()
+    asked = RunConfig.model_validate(
+        {**results, **{k: v for k, v in given.items() if k in RunConfig.model_fields},
+         **operational}  # fmt: skip
+    ).resolved()
+    for key in sorted(given):
+        if key in OPERATIONAL or key not in RunConfig.model_fields:
+            continue
+        was, now = getattr(merged, key), getattr(asked, key)
+        if was != now:
+            raise DataError(
+                f"{run_dir}: `{key}` {now!r} differs from the {was!r} this run recorded. "
+                "Resume without it, or start a new run (leave out --run-dir, or name a new "
+                "one)."
+            )
+    return merged

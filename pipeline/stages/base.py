@@ -1,0 +1,112 @@
+"""The stages' typed parameters and summaries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from assay.pipeline.errors import DataError
+
+#: The stages, in order.
+STAGES: tuple[str, ...] = ("ingest", "validate", "detect", "clean", "generate", "report")
+
+#: Upper bound on the folds of the out-of-fold classifier.
+MAX_FOLDS = 50
+
+
+# --------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class IngestParams:
+    """What to load. ``inject`` names a preset or an injection config file."""
+
+    data: str = "digits"
+    inject: str | None = None
+    seed: int = 0
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    """``suite``: a suite JSON (default: the built-in one); ``reference``: a dataset spec."""
+
+    suite: str | None = None
+    reference: str | None = None
+    data_docs: bool = True
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    folds: int = 5
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.folds <= MAX_FOLDS:
+            raise DataError(f"`folds` must be in [2, {MAX_FOLDS}]. Got {self.folds} instead.")
+
+
+@dataclass(frozen=True)
+class CleanParams:
+    policy: str = "relabel"
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    steps: int = 1500
+    seed: int = 0
+    device: str = "auto"
+
+
+def params_dict(params: Any) -> dict[str, Any]:
+    """A parameter object as JSON-ready data."""
+    return asdict(params)
+
+
+# --------------------------------------------------------------------------- summaries
+class StageSummary(BaseModel):
+    """What every stage returns."""
+
+    stage: str
+    output_hash: str = Field(description="content hash of what later stages read")
+    seconds: float = 0.0
+
+
+class IngestSummary(StageSummary):
+    stage: str = "ingest"
+    n: int
+    n_classes: int
+    image_shape: list[int]
+    raw_hash: str = Field(description="content hash of the data as loaded, before injection")
+    injected: dict[str, int] = Field(default_factory=dict)
+
+
+class ValidateSummary(StageSummary):
+    stage: str = "validate"
+    success_critical: bool
+    n_expectations: int
+    n_failed: int
+    failed: list[dict[str, Any]] = Field(default_factory=list)
+    n_flagged_samples: int = 0
+    critical_message: str | None = None
+
+
+class DetectSummary(StageSummary):
+    stage: str = "detect"
+    n: int
+    n_dirty: int
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class CleanSummary(StageSummary):
+    stage: str = "clean"
+    policy: str
+    n_in: int
+    n_out: int
+    decisions: dict[str, int] = Field(default_factory=dict)
+
+
+class GenerateSummary(StageSummary):
+    stage: str = "generate"
+    arms: dict[str, dict[str, float | int | str | bool | None]] = Field(default_factory=dict)

@@ -1,0 +1,36 @@
+"""The clean stage: detections -> decisions and a cleaned dataset -> ``cleaned/``."""
+
+from __future__ import annotations
+
+import time
+
+from assay.pipeline.atomic import atomic_dir
+from assay.pipeline.hashing import tree_hash
+from assay.pipeline.runfolder import RunFolder
+from assay.pipeline.stages.base import CleanParams, CleanSummary
+
+
+def clean(run: RunFolder, params: CleanParams) -> CleanSummary:
+    """Turn the detections into decisions -> ``cleaned/`` (dataset + decisions).
+
+    The validation flags go into the cleaned manifest when the validate stage ran.
+    """
+    from assay.pipeline.clean import clean as decide
+    from assay.pipeline.clean import write_cleaned
+
+    start = time.perf_counter()
+    dataset = run.dataset()
+    issues = run.issues()
+    flags = run.sample_flags() if run.paths.sample_flags.exists() else None
+    cleaned, decisions = decide(dataset, issues, policy=params.policy, sample_flags=flags)
+    with atomic_dir(run.paths.cleaned) as tmp:
+        write_cleaned(cleaned, decisions, tmp)
+    counts = decisions["decision"].astype(str).value_counts()
+    return CleanSummary(
+        output_hash=tree_hash(run.paths.cleaned),
+        policy=params.policy,
+        n_in=len(dataset),
+        n_out=len(cleaned),
+        decisions={str(k): int(v) for k, v in counts.items()},
+        seconds=round(time.perf_counter() - start, 3),
+    )
