@@ -418,7 +418,9 @@ def fit_vae(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.epochs, desc="vae", unit="epoch", file=sys.stderr, leave=False)
+        # a bar on a terminal only: in a log file its carriage returns make walls of text
+        bar = tqdm(total=config.epochs, desc="vae", unit="epoch", file=sys.stderr, leave=False,
+                   disable=not sys.stderr.isatty())  # fmt: skip
     model.train()
     try:
         for _epoch in range(config.epochs):
