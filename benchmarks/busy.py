@@ -44,23 +44,23 @@ def _measure(n_images: int, gan_steps: int) -> dict[str, float]:
     """In this process: images/s of each model's trainer (after a short warm-up)."""
     import numpy as np
 
-    from assay.models.classifier import ClassifierConfig, fit_classifier
+    from assay.models.classifier import Classifier, ClassifierConfig
     from assay.models.gan import GANConfig, GANTrainer
-    from assay.models.vae import VAEConfig, fit_vae
+    from assay.models.vae import VAE, VAEConfig
 
     rng = np.random.default_rng(0)
     images = (rng.random((n_images, 28, 28)) ** 3 * 255).astype(np.uint8)
     labels = rng.integers(0, 10, n_images)
 
     def classifier(n: int) -> float:
-        cfg = ClassifierConfig.for_images(images.shape, epochs=2)  # >= 8 one-cycle steps
+        cfg = ClassifierConfig.for_images(images.shape, epochs=2)
         t0 = time.perf_counter()
-        fit_classifier(images[:n], labels[:n], n_classes=10, config=cfg, device="cpu")
+        Classifier(cfg, n_classes=10, device="cpu").fit(images[:n], labels[:n])
         return 2 * n / (time.perf_counter() - t0)
 
     def vae(n: int) -> float:
         cfg = VAEConfig.for_images(images.shape, epochs=1)
-        _, history = fit_vae(images[:n], config=cfg, device="cpu")
+        history = VAE(cfg, device="cpu").fit(images[:n]).history_
         return history.n_samples / history.seconds
 
     def gan(steps: int) -> float:
