@@ -135,3 +135,33 @@ def test_unreadable_file_is_skipped_then_refused_with_strict(mixed):
 def test_bad_options(mixed, kwargs, match):
     with pytest.raises(DataError, match=match):
         read_image_folder(mixed, **kwargs)
+
+
+def test_odd_size_aspect_and_greyscale_files_are_image_property_issues(tmp_path):
+    from assay.pipeline.detect.image_properties import detect_image_property
+
+    root = tmp_path / "set"
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            h, w = 24 + i % 3, 24 + (i + 1) % 3  # typical sizes vary a little
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+                root / name / f"{i:02d}.png"
+            )
+    Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(root / "a" / "big.png")
+    Image.fromarray(rng.integers(0, 256, (24, 72, 3), dtype=np.uint8)).save(
+        root / "b" / "wide.png"
+    )
+    like_the_rest = rng.integers(0, 256, (24, 24, 3)).mean(axis=2)  # same grey-level statistics
+    Image.fromarray(like_the_rest.round().astype(np.uint8)).save(root / "b" / "grey.png")
+    # cropped: padding would give the wide image black bands (low information as well)
+    ds = read_image_folder(root, image_size=24, fit="crop")
+    result = detect_image_property(ds)
+    kinds = dict(zip(ds.columns["path"], result.table["image_property_kind"], strict=True))
+    assert kinds["a/big.png"] == "odd_size"
+    assert kinds["b/wide.png"] == "odd_aspect_ratio"
+    assert kinds["b/grey.png"] == "grayscale"
+    flagged = {p for p, kd in kinds.items() if kd}
+    assert flagged == {"a/big.png", "b/wide.png", "b/grey.png"}
+    assert result.info["counts"] == {"odd_size": 1, "odd_aspect_ratio": 1, "grayscale": 1}
