@@ -40,7 +40,7 @@ import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
 
@@ -256,8 +256,11 @@ class _InProcess:
 def _pool(n_workers: int) -> Any:
     if n_workers <= 1:
         return _InProcess()
-    # spawn: the parent may hold threads (torch, Prefect) that fork would copy mid-state
-    return ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn"))
+    # fork where the OS has it (as torch's DataLoader does on Linux): a worker starts in
+    # milliseconds and imports nothing, where a spawned one re-imports the main program
+    # (the CLI imports Prefect) first. The workers only run Pillow and numpy.
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context(method))
 
 
 def _map(pool: Any, fn: Any, items: list[Any], *, show: bool, desc: str) -> list[Any]:
