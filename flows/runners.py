@@ -5,12 +5,17 @@
 - ``processes``: :class:`prefect.task_runners.ProcessPoolTaskRunner` (Prefect >= 3.4), one
   spawned Python process per worker; task inputs and results travel by cloudpickle.
 - ``dask``: :class:`prefect_dask.DaskTaskRunner` on a local ``distributed.LocalCluster``
-  that is started once for the whole run (not once per stage) and closed at the end. Its
-  workers use as many torch/BLAS threads as a local run (not Dask's default of one), so
-  the same seed gives the same numbers as with ``threads``.
+  that is started once for the whole run (not once per stage) and closed at the end.
 - ``dask:ADDRESS``: the same, on an existing Dask scheduler (``tcp://host:8786``). Every
   worker must see the run folder and the cache folder at the same paths (a shared file
   system), and have assay installed.
+
+Worker processes (``processes`` and the local ``dask`` cluster) each get
+``cores // workers`` torch/BLAS threads (at least one), so that workers x threads <=
+cores, and passive OpenMP waiting (:func:`assay.models.device.init_worker`): several
+workers that each used every core would make their OpenMP threads spin against each
+other. The folds and GAN arms train with one thread each on every runner, so the same
+seed gives the same numbers whichever runner runs them.
 
 The stage flows each enter a fresh task runner from the factory that :func:`open_runner`
 yields; on Dask they all connect to the same cluster.
@@ -24,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from assay.models.device import THREADS_ENV, init_worker, threads_per_worker, usable_cpus
 from assay.pipeline.errors import DataError
 
 RUNNER_KINDS: tuple[str, ...] = ("threads", "processes", "dask")
@@ -61,19 +67,6 @@ def parse_runner(text: str) -> RunnerSpec:
     return RunnerSpec(kind=kind, address=address.strip() or None)
 
 
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _torch_threads() -> int:
-    """Threads a local torch run uses (``OMP_NUM_THREADS``, else the usable CPU count)."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else _cpu_count()
-
-
 def _process_pool_runner(workers: int | None) -> Any:
     try:
         from prefect.task_runners import ProcessPoolTaskRunner
@@ -85,7 +78,10 @@ def _process_pool_runner(workers: int | None) -> Any:
             f"this is Prefect {prefect.__version__}. Use 'threads' or 'dask' instead "
             "(a local Dask cluster also runs tasks in separate processes)."
         ) from None
-    return ProcessPoolTaskRunner(max_workers=workers or _cpu_count())
+    n = workers or usable_cpus()
+    return ProcessPoolTaskRunner(
+        max_workers=n, initializer=init_worker, initargs=(threads_per_worker(n),)
+    )
 
 
 @contextlib.contextmanager
@@ -118,7 +114,7 @@ def open_runner(
     if spec.kind == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        n = workers or _cpu_count()
+        n = workers or usable_cpus()
         yield lambda: ThreadPoolTaskRunner(max_workers=n)
         return
     if spec.kind == "processes":
@@ -137,13 +133,17 @@ def open_runner(
     from distributed import LocalCluster
 
     n_workers = workers or 2
-    threads = _torch_threads()
-    # Dask pins worker processes to one BLAS/OpenMP thread by default. Give them the thread
-    # count a local (threads) run uses instead: floating-point reductions depend on it, and
-    # the same seed must give the same numbers on every runner.
-    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-    spawn_env = {f"distributed.nanny.pre-spawn-environ.{name}": threads for name in names}
-    saved = {name: os.environ.get(name) for name in names}
+    threads = threads_per_worker(n_workers)
+    # The nanny sets these before it spawns a worker, so OpenMP reads them at start-up;
+    # the worker's process-pool twin is init_worker.
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", THREADS_ENV)
+    spawn_env: dict[str, Any] = {
+        f"distributed.nanny.pre-spawn-environ.{name}": threads for name in names
+    }
+    spawn_env["distributed.nanny.pre-spawn-environ.OMP_WAIT_POLICY"] = os.environ.get(
+        "OMP_WAIT_POLICY", "PASSIVE"
+    )
+    saved = {name: os.environ.get(name) for name in (*names, "OMP_WAIT_POLICY")}
     try:
         with dask.config.set(spawn_env):
             cluster = LocalCluster(

@@ -14,7 +14,18 @@ Architecture (:class:`SmallCNN`)::
       -> flatten -> dropout -> Linear(hidden) -> ReLU       = embedding (N, hidden)
       -> dropout -> Linear(K)                                = logits (N, K)
 
-Training (:func:`fit_classifier`): AdamW with a one-cycle learning rate, label smoothing,
+The architecture follows the image size (the shorter side ``s``) and channels ``C``
+(:meth:`ClassifierConfig.for_images`); grey and colour images share it, only the first
+convolution's input channels differ (``C`` = 1, 3 or 4)::
+
+    s < 16        widths (32, 64), 3x3 convs, one pool    8x8 -> 4x4 map
+    16 <= s < 48  widths (16, 32), 5x5 first conv          28 -> 14 -> 7; 32 -> 16 -> 8
+    s >= 48       widths (16, 32, 64), 5x5 first conv      64 -> 32 -> 16 -> 8
+
+so the flattened map stays at a few thousand values (the head's size) from 8 px to 64 px
+and beyond; tiny images also get shift-only augmentation and more (cheap) epochs.
+
+Training (:meth:`Classifier.fit`): AdamW with a one-cycle learning rate, label smoothing,
 light random affine augmentation (shift, rotation, scale) done on the device with
 ``affine_grid``/``grid_sample``; the whole training set lives on the device, so there is
 no data loader and no per-step host sync. Channels-last memory format everywhere (faster
@@ -23,9 +34,10 @@ from one seeded generator, so the same seed on the same device gives the same ne
 
 Usage::
 
-    config = ClassifierConfig.for_images(images.shape)
-    model = fit_classifier(images, labels, n_classes=10, config=config, seed=0)
-    probs, embedding = predict_classifier(model, images)   # (N, K), (N, hidden)
+    clf = Classifier(ClassifierConfig.for_images(images.shape), n_classes=10, seed=0)
+    clf.fit(images, labels)
+    probs, embedding = clf.predict_with_embedding(images)   # (N, K), (N, hidden)
+    clf.save(buffer); Classifier.load(buffer)               # weights only, nothing pickled
 """
 
 from __future__ import annotations
@@ -33,7 +45,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -41,14 +54,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from assay.models.device import autocast, pick_device
+from assay.models.tensors import to_tensor
 
-__all__ = [
-    "ClassifierConfig",
-    "SmallCNN",
-    "fit_classifier",
-    "predict_classifier",
-    "to_tensor",
-]
+__all__ = ["Classifier", "ClassifierConfig", "SmallCNN"]
 
 
 # ----------------------------------------------------------------------------- config
@@ -78,7 +86,7 @@ class ClassifierConfig:
         Augmentation: maximum translation as a fraction of the image side, maximum
         rotation in degrees, maximum relative zoom. All zero turns augmentation off.
     eval_batch_size : int
-        Minibatch size of :func:`predict_classifier`.
+        Minibatch size of :meth:`Classifier.predict_with_embedding`.
     """
 
     widths: tuple[int, ...] = (16, 32)
@@ -116,8 +124,11 @@ class ClassifierConfig:
         """Defaults for images of ``shape`` ``(N, H, W[, C])``, then ``overrides``.
 
         Tiny images (under 16 px) get 3x3 convolutions, shift-only augmentation by one
-        pixel and more epochs (an epoch is cheap there).
+        pixel and more epochs (an epoch is cheap there); images of 48 px and up a third
+        conv block (see the module docstring).
         """
+        if len(shape) not in (3, 4):
+            raise ValueError(f"`shape` must be (N, H, W) or (N, H, W, C). Got {shape} instead.")
         side = min(int(shape[1]), int(shape[2]))
         if side < 16:
             base = cls(
@@ -129,14 +140,20 @@ class ClassifierConfig:
                 rotation=0.0,
                 scale=0.0,
             )
-        else:
+        elif side < 48:
             base = cls()
+        else:
+            base = cls(widths=(16, 32, 64))
         return replace(base, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["widths"] = list(self.widths)
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
+        return cls(**{**d, "widths": tuple(int(w) for w in d["widths"])})
 
 
 # ----------------------------------------------------------------------------- model
@@ -227,20 +244,6 @@ class SmallCNN(nn.Module):
 
 
 # ----------------------------------------------------------------------------- data
-def to_tensor(images: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
-    """uint8 ``(N, H, W)`` or ``(N, H, W, C)`` -> float32 ``(N, C, H, W)`` in [0, 1].
-
-    The conversion happens on ``device`` (uint8 travels, a quarter of the bytes).
-    """
-    dev = pick_device(None if device is None else str(device))
-    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(dev)
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    else:
-        x = x.permute(0, 3, 1, 2)
-    return x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
-
-
 def _augment(
     x: torch.Tensor, config: ClassifierConfig, generator: torch.Generator
 ) -> torch.Tensor:
@@ -263,162 +266,241 @@ def _augment(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-# ----------------------------------------------------------------------------- training
-def fit_classifier(
-    images: np.ndarray | torch.Tensor,
-    labels: np.ndarray,
-    *,
-    n_classes: int,
-    config: ClassifierConfig | None = None,
-    seed: int = 0,
-    device: torch.device | str | None = "auto",
-    sample_weight: np.ndarray | None = None,
-    on_epoch: Callable[[int, float, SmallCNN], None] | None = None,
-) -> SmallCNN:
-    """Train a :class:`SmallCNN` on ``images`` and ``labels``.
+# ----------------------------------------------------------------------------- estimator
+class Classifier:
+    """The :class:`SmallCNN` as a scikit-learn-style estimator.
 
     Parameters
     ----------
-    images : ndarray or Tensor
-        uint8 ``(N, H, W[, C])``, or a float tensor ``(N, C, H, W)`` in [0, 1] already on
-        ``device`` (see :func:`to_tensor`).
-    labels : ndarray
-        int ``(N,)`` in ``0..n_classes-1``.
-    n_classes : int
-        ``K``.
     config : ClassifierConfig, optional
-        Defaults to :meth:`ClassifierConfig.for_images`.
+        ``None`` sizes one from the images at :meth:`fit` (:meth:`ClassifierConfig.for_images`).
+    n_classes : int, optional
+        ``K``; default ``labels.max() + 1`` at :meth:`fit` (give it when a training subset,
+        such as a fold, may miss a class).
     seed : int
         Seeds initialisation, shuffling, dropout and augmentation.
     device : str or torch.device
         ``"auto"`` picks CUDA when present.
-    sample_weight : ndarray, optional
-        float ``(N,)`` per-sample loss weights (default all ones).
-    on_epoch : callable, optional
-        Called as ``on_epoch(epoch, mean_loss, model)`` after every epoch (the model in
-        training mode).
 
-    Returns
-    -------
-    SmallCNN
-        In eval mode, on ``device``.
+    Attributes (after :meth:`fit` or :meth:`load`)
+    ----------------------------------------------
+    network_ : the trained :class:`SmallCNN` (eval mode, on ``device_``).
+    config_ : the config used. n_classes_ : ``K``. device_ : the torch device.
+    image_shape_ : ``(C, H, W)`` of the training images.
 
     Notes
     -----
     The CPU thread count is left as the caller set it (``torch.set_num_threads``); the
-    cross-validation in :mod:`pipeline.detect.oof` trains several folds at once in
+    cross-validation in :mod:`assay.pipeline.detect.oof` trains several folds at once in
     threads, one intra-op thread each. On CUDA, cuDNN is switched to its deterministic
     algorithms.
     """
-    dev = pick_device(None if device is None else str(device))
-    x = images if isinstance(images, torch.Tensor) else to_tensor(images, dev)
-    y = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=dev)
-    n = x.shape[0]
-    if y.shape != (n,):
-        raise ValueError(f"`labels` must have shape ({n},). Got {tuple(y.shape)} instead.")
-    if config is None:
-        config = ClassifierConfig.for_images((n, x.shape[2], x.shape[3]))
-    weight = None
-    if sample_weight is not None:
-        weight = torch.as_tensor(np.asarray(sample_weight, dtype=np.float32), device=dev)
 
-    # All randomness from explicit generators (none from torch's global state), so folds
-    # can train concurrently in threads and each stays reproducible.
-    generator = torch.Generator().manual_seed(int(seed))
-    model = SmallCNN(x.shape[1], n_classes, (x.shape[2], x.shape[3]), config)
-    model.reset_parameters(generator)
-    model = model.to(dev).to(memory_format=torch.channels_last)
-    drop_gen = torch.Generator(device=dev).manual_seed(int(seed) + 1)
-    mix_rng = np.random.default_rng(int(seed) + 2)
-    model.set_dropout_generator(drop_gen)
-    if dev.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    batch = max(1, min(config.batch_size, n))
-    steps_per_epoch = math.ceil(n / batch)
-    # A last batch of one sample would break BatchNorm: fold it into the previous one.
-    if n > batch and n % batch == 1:
-        steps_per_epoch -= 1
-    total = max(1, config.epochs * steps_per_epoch)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config.lr, total_steps=total, pct_start=0.25
-    )
-    model.train()
-    for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=generator).to(dev)
-        running = torch.zeros((), device=dev)
-        for step in range(steps_per_epoch):
-            stop = n if step == steps_per_epoch - 1 else (step + 1) * batch
-            idx = order[step * batch : stop]
-            if idx.numel() < 2 and n >= 2:
-                continue
-            xb = _augment(x[idx], config, generator).contiguous(memory_format=torch.channels_last)
-            yb = y[idx]
-            if config.mixup > 0:
-                lam = float(mix_rng.beta(config.mixup, config.mixup))
-                partner = torch.randperm(idx.numel(), generator=generator).to(dev)
-                xb = lam * xb + (1.0 - lam) * xb[partner]
-            with autocast(dev):
-                logits, _ = model(xb)
-            losses = F.cross_entropy(
-                logits.float(), yb, label_smoothing=config.label_smoothing, reduction="none"
-            )
-            if config.mixup > 0:
-                losses = lam * losses + (1.0 - lam) * F.cross_entropy(
-                    logits.float(),
-                    yb[partner],
-                    label_smoothing=config.label_smoothing,
-                    reduction="none",
+    def __init__(
+        self,
+        config: ClassifierConfig | None = None,
+        *,
+        n_classes: int | None = None,
+        seed: int = 0,
+        device: torch.device | str | None = "auto",
+    ) -> None:
+        self.config = config
+        self.n_classes = n_classes
+        self.seed = seed
+        self.device = device
+
+    def fit(
+        self,
+        images: np.ndarray | torch.Tensor,
+        labels: np.ndarray,
+        *,
+        sample_weight: np.ndarray | None = None,
+        on_epoch: Callable[[int, float, SmallCNN], None] | None = None,
+    ) -> Classifier:
+        """Train on ``images`` and ``labels``; returns ``self``.
+
+        Parameters
+        ----------
+        images : ndarray or Tensor
+            uint8 ``(N, H, W[, C])``, or a float tensor ``(N, C, H, W)`` in [0, 1] already
+            on ``device`` (see :func:`assay.models.tensors.to_tensor`).
+        labels : ndarray
+            int ``(N,)`` in ``0..K-1``.
+        sample_weight : ndarray, optional
+            float ``(N,)`` per-sample loss weights (default all ones).
+        on_epoch : callable, optional
+            Called as ``on_epoch(epoch, mean_loss, network)`` after every epoch (the
+            network in training mode).
+        """
+        dev = pick_device(None if self.device is None else str(self.device))
+        x = (
+            images
+            if isinstance(images, torch.Tensor)
+            else to_tensor(images, device=dev, channels_last=True)
+        )
+        y = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=dev)
+        n = x.shape[0]
+        if y.shape != (n,):
+            raise ValueError(f"`labels` must have shape ({n},). Got {tuple(y.shape)} instead.")
+        n_classes = int(self.n_classes) if self.n_classes is not None else int(y.max()) + 1
+        config = self.config
+        if config is None:
+            config = ClassifierConfig.for_images((n, x.shape[2], x.shape[3]))
+        weight = None
+        if sample_weight is not None:
+            weight = torch.as_tensor(np.asarray(sample_weight, dtype=np.float32), device=dev)
+
+        # All randomness from explicit generators (none from torch's global state), so folds
+        # can train concurrently in threads and each stays reproducible.
+        seed = int(self.seed)
+        generator = torch.Generator().manual_seed(seed)
+        model = SmallCNN(x.shape[1], n_classes, (x.shape[2], x.shape[3]), config)
+        model.reset_parameters(generator)
+        model = model.to(dev).to(memory_format=torch.channels_last)
+        drop_gen = torch.Generator(device=dev).manual_seed(seed + 1)
+        mix_rng = np.random.default_rng(seed + 2)
+        model.set_dropout_generator(drop_gen)
+        if dev.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        batch = max(1, min(config.batch_size, n))
+        steps_per_epoch = math.ceil(n / batch)
+        # A last batch of one sample would break BatchNorm: fold it into the previous one.
+        if n > batch and n % batch == 1:
+            steps_per_epoch -= 1
+        total = max(1, config.epochs * steps_per_epoch)
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        # OneCycleLR's warm-up ends at step 0.25 * total - 1; exactly 0 (4 steps in all)
+        # divides by zero, so that one case schedules a step more than it takes.
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=config.lr, total_steps=total + int(total == 4), pct_start=0.25
+        )
+        model.train()
+        for epoch in range(config.epochs):
+            order = torch.randperm(n, generator=generator).to(dev)
+            running = torch.zeros((), device=dev)
+            for step in range(steps_per_epoch):
+                stop = n if step == steps_per_epoch - 1 else (step + 1) * batch
+                idx = order[step * batch : stop]
+                if idx.numel() < 2 and n >= 2:
+                    continue
+                xb = _augment(x[idx], config, generator)
+                xb = xb.contiguous(memory_format=torch.channels_last)
+                yb = y[idx]
+                if config.mixup > 0:
+                    lam = float(mix_rng.beta(config.mixup, config.mixup))
+                    partner = torch.randperm(idx.numel(), generator=generator).to(dev)
+                    xb = lam * xb + (1.0 - lam) * xb[partner]
+                with autocast(dev):
+                    logits, _ = model(xb)
+                losses = F.cross_entropy(
+                    logits.float(), yb, label_smoothing=config.label_smoothing, reduction="none"
                 )
-            loss = losses.mean() if weight is None else (losses * weight[idx]).sum() / (
-                weight[idx].sum().clamp_min(1e-8)
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += loss.detach()
-        if on_epoch is not None:
-            on_epoch(epoch, float(running) / steps_per_epoch, model)
-            model.train()
-    model.eval()
-    model.set_dropout_generator(None)
-    return model
+                if config.mixup > 0:
+                    losses = lam * losses + (1.0 - lam) * F.cross_entropy(
+                        logits.float(),
+                        yb[partner],
+                        label_smoothing=config.label_smoothing,
+                        reduction="none",
+                    )
+                loss = losses.mean() if weight is None else (losses * weight[idx]).sum() / (
+                    weight[idx].sum().clamp_min(1e-8)
+                )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                running += loss.detach()
+            if on_epoch is not None:
+                on_epoch(epoch, float(running) / steps_per_epoch, model)
+                model.train()
+        model.eval()
+        model.set_dropout_generator(None)
+        self.network_ = model
+        self.config_ = config
+        self.n_classes_ = n_classes
+        self.device_ = dev
+        self.image_shape_ = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
+        return self
 
+    @torch.no_grad()
+    def predict_with_embedding(
+        self, images: np.ndarray | torch.Tensor, *, batch_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and penultimate embeddings of ``images``, in one pass.
 
-@torch.no_grad()
-def predict_classifier(
-    model: SmallCNN,
-    images: np.ndarray | torch.Tensor,
-    *,
-    batch_size: int = 1024,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and penultimate embeddings of ``images``.
+        Parameters
+        ----------
+        images : ndarray or Tensor
+            uint8 ``(N, H, W[, C])`` or float ``(N, C, H, W)`` in [0, 1].
+        batch_size : int, optional
+            Default: the config's ``eval_batch_size``.
 
-    Parameters
-    ----------
-    model : SmallCNN
-    images : ndarray or Tensor
-        uint8 ``(N, H, W[, C])`` or float ``(N, C, H, W)`` in [0, 1].
-    batch_size : int
+        Returns
+        -------
+        probs : ndarray
+            float64 ``(N, K)``, rows summing to 1.
+        embedding : ndarray
+            float32 ``(N, hidden)``.
+        """
+        model, dev = self.network_, self.device_
+        batch_size = int(batch_size or self.config_.eval_batch_size)
+        x = (
+            images
+            if isinstance(images, torch.Tensor)
+            else to_tensor(images, device=dev, channels_last=True)
+        )
+        model.eval()
+        probs, embs = [], []
+        for start in range(0, x.shape[0], batch_size):
+            with autocast(dev):
+                logits, z = model(x[start : start + batch_size])
+            probs.append(torch.softmax(logits.float(), dim=1))
+            embs.append(z.float())
+        p = torch.cat(probs).double().cpu().numpy()
+        p /= p.sum(axis=1, keepdims=True)
+        return p, torch.cat(embs).cpu().numpy().astype(np.float32)
 
-    Returns
-    -------
-    probs : ndarray
-        float64 ``(N, K)``, rows summing to 1.
-    embedding : ndarray
-        float32 ``(N, hidden)``.
-    """
-    dev = next(model.parameters()).device
-    x = images if isinstance(images, torch.Tensor) else to_tensor(images, dev)
-    model.eval()
-    probs, embs = [], []
-    for start in range(0, x.shape[0], batch_size):
-        with autocast(dev):
-            logits, z = model(x[start : start + batch_size])
-        probs.append(torch.softmax(logits.float(), dim=1))
-        embs.append(z.float())
-    p = torch.cat(probs).double().cpu().numpy()
-    p /= p.sum(axis=1, keepdims=True)
-    return p, torch.cat(embs).cpu().numpy().astype(np.float32)
+    def predict_proba(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Class probabilities ``(N, K)``, float64."""
+        return self.predict_with_embedding(images)[0]
+
+    def predict(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Predicted classes ``(N,)``, int64."""
+        return self.predict_proba(images).argmax(axis=1).astype(np.int64)
+
+    def transform(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Penultimate embeddings ``(N, hidden)``, float32."""
+        return self.predict_with_embedding(images)[1]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, file: str | Path | IO[bytes]) -> None:
+        """Write config and weights (tensors and plain types only) to a path or a binary
+        file object; the caller makes it atomic where it needs to."""
+        state = {
+            "config": self.config_.to_dict(),
+            "n_classes": int(self.n_classes_),
+            "image_shape": list(self.image_shape_),
+            "seed": int(self.seed),
+            "state": {k: v.detach().cpu() for k, v in self.network_.state_dict().items()},
+        }
+        torch.save(state, file)
+
+    @classmethod
+    def load(
+        cls, file: str | Path | IO[bytes], *, device: torch.device | str | None = "cpu"
+    ) -> Classifier:
+        """Load a classifier written by :meth:`save` (``weights_only``: nothing is unpickled)."""
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        config = ClassifierConfig.from_dict(state["config"])
+        c, h, w = (int(v) for v in state["image_shape"])
+        clf = cls(config, n_classes=int(state["n_classes"]), seed=int(state["seed"]), device=device)
+        dev = pick_device(None if device is None else str(device))
+        network = SmallCNN(c, clf.n_classes, (h, w), config)
+        network.load_state_dict(state["state"])
+        clf.network_ = network.to(dev).to(memory_format=torch.channels_last).eval()
+        clf.config_, clf.n_classes_, clf.device_ = config, clf.n_classes, dev
+        clf.image_shape_ = (c, h, w)
+        return clf

@@ -1,4 +1,12 @@
-"""Device choice, seeding and CPU thread settings shared by every torch path."""
+"""Device choice, seeding and CPU thread settings shared by every torch path.
+
+CPU threads: a process uses every core it may use unless told otherwise, in this order:
+``ASSAY_CPU_THREADS`` (set in worker processes by :func:`init_worker`), then
+``OMP_NUM_THREADS``, then the usable CPU count; :func:`cpu_thread_limit` caps it further
+for one block. Worker pools size their workers with :func:`threads_per_worker` so that
+workers x threads <= cores. The OpenMP wait policy is set when :mod:`assay.models` is
+imported (see its docstring).
+"""
 
 from __future__ import annotations
 
@@ -36,6 +44,53 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+#: Environment variable that fixes the torch thread count of a process (worker processes).
+THREADS_ENV = "ASSAY_CPU_THREADS"
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int, *, cores: int | None = None) -> int:
+    """Threads each of ``workers`` processes may use so that workers x threads <= cores.
+
+    At least 1 (more workers than cores then oversubscribe, one thread each).
+    """
+    if int(workers) < 1:
+        raise ValueError(f"`workers` must be >= 1. Got {workers!r} instead.")
+    return max(1, (usable_cpus() if cores is None else int(cores)) // int(workers))
+
+
+def init_worker(threads: int) -> None:
+    """Set up a worker process: ``threads`` torch/BLAS threads, passive OpenMP waiting.
+
+    For a process pool's ``initializer`` (or a Dask nanny's environment). Sets
+    ``ASSAY_CPU_THREADS`` so :func:`configure_cpu_threads` keeps the count, and the usual
+    BLAS variables for libraries started later in the process.
+    """
+    n = max(1, int(threads))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ[THREADS_ENV] = str(n)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(n)
+    torch.set_num_threads(n)
+
+
+def default_cpu_threads() -> int:
+    """The process's torch thread count before any :func:`cpu_thread_limit`:
+    ``ASSAY_CPU_THREADS``, else ``OMP_NUM_THREADS``, else :func:`usable_cpus`."""
+    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return usable_cpus()
+
+
 #: Per-context cap on torch's CPU threads (see :func:`cpu_thread_limit`).
 _THREAD_LIMIT: ContextVar[int | None] = ContextVar("assay_cpu_thread_limit", default=None)
 
@@ -56,10 +111,9 @@ def cpu_thread_limit(n: int | None) -> Iterator[None]:
 
 
 def configure_cpu_threads() -> int:
-    """Use every core the process may use (respecting ``OMP_NUM_THREADS`` and
-    :func:`cpu_thread_limit`); return the count."""
-    env = os.environ.get("OMP_NUM_THREADS")
-    n = int(env) if env and env.isdigit() else len(os.sched_getaffinity(0))
+    """Give torch :func:`default_cpu_threads`, capped by :func:`cpu_thread_limit`;
+    return the count."""
+    n = default_cpu_threads()
     limit = _THREAD_LIMIT.get()
     if limit is not None:
         n = min(n, limit)

@@ -11,9 +11,21 @@ transition  float ``(K, K)``, ``T[i, j] = P(observed label j | true label i)``; 
 The generator maps ``(z, y)`` to an image: a linear layer to a ``(c0, s0h, s0w)`` map, then
 ``n_up`` stride-2 transposed convolutions with class-conditional batch norm, ``tanh``, and a
 centre crop to the data's size (so 28x28 is generated natively as 7 -> 14 -> 28 and, say,
-10x10 as 5 -> 10). The discriminator mirrors it with spectrally normalised stride-2
-convolutions, a minibatch standard-deviation channel and a last 3x3 convolution, sums that
-map over space into ``phi(x)`` and scores ``w . phi(x) + <embed(y), phi(x)>`` (projection,
+10x10 as 5 -> 10). The depth follows the image size (:func:`layout`, 8 to 64 px a side,
+grey, RGB or RGBA: only the last layer's channels differ)::
+
+    8 px      4 -> 8                      n_up 1
+    16 px     4 -> 8 -> 16                n_up 2
+    28 px     7 -> 14 -> 28               n_up 2
+    32 px     4 -> 8 -> 16 -> 32          n_up 3
+    64 px     4 -> 8 -> 16 -> 32 -> 64    n_up 4
+
+and the width from the device (:meth:`GANConfig.for_data`: ``width`` 32 on CPU and 64 on
+CUDA; ``z_dim`` 64, 32 up to 16 px on CPU, 128 on CUDA).
+
+The discriminator mirrors the generator with spectrally normalised stride-2 convolutions,
+a minibatch standard-deviation channel and a last 3x3 convolution, sums that map over
+space into ``phi(x)`` and scores ``w . phi(x) + <embed(y), phi(x)>`` (projection,
 Miyato & Koyama, 2018); an auxiliary linear classifier on ``phi`` (weight ``ac_weight``)
 learns the real images' labels and asks the generator for classifiable samples. The loss
 is the hinge loss. Small datasets and short budgets are what this model is for, so the
@@ -39,14 +51,13 @@ on the device and read back only every ``log_every`` steps.
 
 from __future__ import annotations
 
-import io
 import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +67,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from assay.models.device import autocast, configure_cpu_threads, pick_device
+from assay.models.tensors import to_tensor, to_uint8
 
 NOISE_MODES = ("sample", "soft")
 AUGMENTATIONS = ("translation", "cutout")
@@ -487,25 +499,6 @@ def generator_loss(
     return -scores.float().mean() + ac_weight * noisy_cross_entropy(logits, y_fake)
 
 
-# ---------------------------------------------------------------------------- conversions
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``(N, H, W[, C])`` -> float32 ``(N, C, H, W)`` in ``[-1, 1]`` (on the CPU)."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    else:
-        x = x.permute(0, 3, 1, 2)
-    return x.float().div_(127.5).sub_(1.0).contiguous()
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float ``(N, C, H, W)`` in ``[-1, 1]`` -> uint8 ``(N, H, W)`` (C=1) or ``(N, H, W, C)``."""
-    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()
-    if x.shape[1] == 1:
-        return x[:, 0].numpy()
-    return x.permute(0, 2, 3, 1).contiguous().numpy()
-
-
 # ---------------------------------------------------------------------------- trainer
 LOG_COLUMNS = ("step", "epoch", "images_seen", "seconds", "loss_d", "loss_g", "d_real", "d_fake")
 
@@ -535,6 +528,7 @@ class GANTrainer:
     generator_ema_ : the moving average of its weights (eval mode); used for sampling.
     discriminator_ : the trained discriminator.
     history_ : loss log, one row per ``log_every`` steps, columns :data:`LOG_COLUMNS`.
+    step_ : steps done (during training too, for :meth:`save`).
     seconds_ : training wall time. images_per_second_ : real images the discriminator
         consumed per second of training (``steps * n_dis * batch_size / seconds_``).
     """
@@ -601,11 +595,13 @@ class GANTrainer:
         labels: np.ndarray,
         *,
         transition: np.ndarray | None = None,
-        checkpoint_dir: str | Path | None = None,
+        on_checkpoint: Callable[[GANTrainer], None] | None = None,
     ) -> GANTrainer:
-        """Train on uint8 ``images (N, H, W[, C])`` with int ``labels (N,)``.
+        """Train on uint8 ``images (N, H, W[, C])`` with int ``labels (N,)``; returns self.
 
         ``transition (K, K)`` (rows sum to 1) turns on the noise-aware loss.
+        ``on_checkpoint(self)`` is called every ``checkpoint_every`` steps and after the
+        last one, with :attr:`step_` set (the caller writes :meth:`save` where it wants).
         """
         cfg = self.config
         images = np.asarray(images)
@@ -647,7 +643,7 @@ class GANTrainer:
         self.transition_ = t_mat
 
         # whole dataset resident on the device
-        x_all = to_tensor(images).to(dev)
+        x_all = to_tensor(images, scale="signed").to(dev)
         if dev.type == "cuda":
             x_all = x_all.contiguous(memory_format=torch.channels_last)
         y_all = torch.from_numpy(labels.astype(np.int64)).to(dev)
@@ -691,7 +687,6 @@ class GANTrainer:
             f"({steps_per_epoch} steps/epoch) on {dev}"
             + (" with noise-aware loss" if t_mat is not None else "")
         )
-        ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         t0 = time.perf_counter()
@@ -770,8 +765,10 @@ class GANTrainer:
                         f"D(real) {vals[2]:+.2f} D(fake) {vals[3]:+.2f} "
                         f"{row['images_seen'] / max(elapsed, 1e-9):.0f} img/s"
                     )
-            if ckpt_dir is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
-                self.save_checkpoint(ckpt_dir / f"{self.name}.pt", step=done)
+            self.step_ = done
+            if on_checkpoint is not None and cfg.checkpoint_every:
+                if done % cfg.checkpoint_every == 0 and done != cfg.steps:
+                    on_checkpoint(self)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         run.seconds = time.perf_counter() - t0
@@ -781,8 +778,8 @@ class GANTrainer:
         self.history_ = pd.DataFrame(run.history, columns=list(LOG_COLUMNS))
         self.steps_ = cfg.steps
         self.batch_size_ = batch
-        if ckpt_dir is not None:
-            self.save_checkpoint(ckpt_dir / f"{self.name}.pt", step=cfg.steps)
+        if on_checkpoint is not None:
+            on_checkpoint(self)
         return self
 
     # ------------------------------------------------------------------ sampling
@@ -803,13 +800,12 @@ class GANTrainer:
         return sample(self.generator_ema_, labels, z=z, seed=seed, batch_size=batch_size)
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, path: str | Path, *, step: int) -> Path:
-        """Write the networks, optimisers and config (tensors and plain types only)."""
-        from assay.pipeline import atomic
-
+    def save(self, file: str | Path | IO[bytes]) -> None:
+        """Write the networks, optimisers, config and :attr:`step_` (tensors and plain types
+        only) to a path or a binary file object; the caller makes it atomic where needed."""
         state = {
             "config": self.config.to_dict(),
-            "step": int(step),
+            "step": int(self.step_),
             "generator": self.generator_.state_dict(),
             "generator_ema": self.generator_ema_.state_dict(),
             "discriminator": self.discriminator_.state_dict(),
@@ -817,9 +813,7 @@ class GANTrainer:
             "opt_d": self.opt_d_.state_dict(),
             "transition": None if self.transition_ is None else self.transition_.cpu(),
         }
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        return atomic.write_bytes(path, buf.getvalue())
+        torch.save(state, file)
 
 
 @torch.no_grad()
@@ -856,7 +850,7 @@ def sample(
 def load_generator(
     path: str | Path, *, device: str | torch.device | None = "cpu", ema: bool = True
 ) -> tuple[Generator, GANConfig]:
-    """Load a checkpoint written by :meth:`GANTrainer.save_checkpoint` (weights only)."""
+    """Load a checkpoint written by :meth:`GANTrainer.save` (weights only)."""
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     cfg_dict = dict(state["config"])
     cfg_dict["image_shape"] = tuple(cfg_dict["image_shape"])

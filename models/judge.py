@@ -20,11 +20,10 @@ pooling (the features), and a linear layer to the ``K`` logits: 28x28 -> 14 -> 7
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from assay.models.device import autocast, configure_cpu_threads, pick_device
-from assay.models.gan import to_tensor
+from assay.models.tensors import to_tensor
 
 
 @dataclass(frozen=True)
@@ -229,7 +228,7 @@ class Judge:
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         net = JudgeNet(cfg).to(dev)
-        x_all = to_tensor(images)
+        x_all = to_tensor(images, scale="signed")
         y_all = torch.from_numpy(labels)
         n = x_all.shape[0]
         batch = min(cfg.batch_size, n)
@@ -269,7 +268,7 @@ class Judge:
         images = np.asarray(images)
         out = []
         for i in range(0, images.shape[0], batch_size):
-            x = to_tensor(images[i : i + batch_size]).to(self.device_)
+            x = to_tensor(images[i : i + batch_size], scale="signed").to(self.device_)
             with autocast(self.device_):
                 if what == "features":
                     y = self.net_.features(x)
@@ -300,18 +299,17 @@ class Judge:
         return JudgeFeatures(self.net_)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Write config and weights (tensors and plain types only), atomically."""
-        from assay.pipeline import atomic
-
-        buf = io.BytesIO()
-        torch.save({"config": self.config_.to_dict(), "state": self.net_.state_dict()}, buf)
-        return atomic.write_bytes(path, buf.getvalue())
+    def save(self, file: str | Path | IO[bytes]) -> None:
+        """Write config and weights (tensors and plain types only) to a path or a binary
+        file object; the caller makes it atomic where it needs to."""
+        torch.save({"config": self.config_.to_dict(), "state": self.net_.state_dict()}, file)
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str | torch.device | None = "cpu") -> Judge:
+    def load(
+        cls, file: str | Path | IO[bytes], *, device: str | torch.device | None = "cpu"
+    ) -> Judge:
         """Load a judge written by :meth:`save` (``weights_only`` unpickling)."""
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
         cfg = dict(state["config"])
         cfg["image_shape"] = tuple(cfg["image_shape"])
         config = JudgeConfig(**cfg)

@@ -6,6 +6,17 @@ Two architectures share one config and one interface:
   feature map, a fully connected bottleneck, transposed convolutions back up;
 - :class:`MLPVAE` for tiny images (8x8 digits), where convolutions buy nothing.
 
+:meth:`VAEConfig.for_images` picks the architecture from the shorter side ``s`` and the
+channels ``C`` (1 grey, 3 colour, 4 with alpha; the model reads and reconstructs all of
+them)::
+
+    s < 16        MLP, hidden (max(64, 2d), max(32, d)) with d = H*W*C, latent 8
+    16 <= s < 48  conv, widths (16, 32): 28 -> 14 -> 7, 32 -> 16 -> 8, latent 16
+    s >= 48       conv, widths (16, 32, 64): 64 -> 32 -> 16 -> 8, latent 16
+
+Sides that are not a multiple of ``2 ** len(widths)`` (e.g. 28, or a 24x40 image) are
+zero-padded on the way in and cropped on the way out.
+
 Pixels are scaled to [0, 1] and modelled as independent Bernoulli variables (binary
 cross-entropy with logits), the posterior is a diagonal Gaussian and the prior a standard
 normal. The per-sample score is the negative ELBO in nats, evaluated at the posterior mean
@@ -19,22 +30,20 @@ the decoder cannot reproduce.
 
 Usage::
 
-    config = VAEConfig.for_images(images.shape)
-    model, history = fit_vae(images, config=config, seed=0, device="auto")
-    errors = reconstruction_error(model, images)  # (N,) float64
-    save_vae(model, config, "vae.pt")             # + vae.json next to it
-    model = load_vae("vae.pt")
+    vae = VAE(VAEConfig.for_images(images.shape), seed=0, device="auto").fit(images)
+    errors = vae.reconstruction_error(images)     # (N,) float64
+    vae.save(buffer); vae = VAE.load(buffer)      # weights only, nothing pickled
 """
 
 from __future__ import annotations
 
-import json
 import math
+import pickle
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -42,18 +51,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from assay.models.device import autocast, configure_cpu_threads, pick_device, seed_everything
+from assay.models.tensors import scale_uint8, to_tensor
 
-__all__ = [
-    "VAEConfig",
-    "ConvVAE",
-    "MLPVAE",
-    "build_vae",
-    "fit_vae",
-    "reconstruction_error",
-    "error_terms",
-    "save_vae",
-    "load_vae",
-]
+__all__ = ["VAE", "VAEConfig", "VAEHistory", "ConvVAE", "MLPVAE", "build_vae"]
 
 
 # ----------------------------------------------------------------------------- config
@@ -292,7 +292,7 @@ def _as_nchw_uint8(images: np.ndarray, config: VAEConfig) -> torch.Tensor:
         )
     if images.shape[0] == 0:
         raise ValueError("`images` is empty; expected at least one image.")
-    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    return to_tensor(images, scale=None)
 
 
 def _terms(
@@ -329,7 +329,7 @@ def _bernoulli_entropy(x: torch.Tensor) -> torch.Tensor:
 
 
 def _to_model_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = batch_u8.float().div_(255.0)  # (B, C, H, W) in [0, 1]
+    x = scale_uint8(batch_u8, "unit")  # (B, C, H, W) in [0, 1]
     if device.type == "cuda" and x.shape[2] > 1:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
@@ -346,43 +346,16 @@ class VAEHistory:
     device: str = "cpu"
 
 
-def fit_vae(
+def _train(
+    model: ConvVAE | MLPVAE | None,
     images: np.ndarray,
+    config: VAEConfig,
     *,
-    config: VAEConfig | None = None,
-    seed: int = 0,
-    device: str | torch.device | None = "auto",
-    progress: bool = False,
-    model: ConvVAE | MLPVAE | None = None,
+    seed: int,
+    dev: torch.device,
+    progress: bool,
 ) -> tuple[ConvVAE | MLPVAE, VAEHistory]:
-    """Train a VAE on ``images`` and return ``(model, history)``.
-
-    Parameters
-    ----------
-    images : ndarray of uint8, shape (N, H, W) or (N, H, W, C)
-        Training images, 0..255.
-    config : VAEConfig, optional
-        Defaults to ``VAEConfig.for_images(images.shape)``.
-    seed : int
-        Seeds initialisation, shuffling and the reparameterisation noise; the same seed on
-        the same device gives the same model.
-    device : str or torch.device, optional
-        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:N]"``.
-    progress : bool
-        Show a per-epoch progress bar on stderr and end with a one-line summary.
-    model : ConvVAE or MLPVAE, optional
-        Continue training this model (for a short refit) instead of a new one.
-
-    Returns
-    -------
-    model : ConvVAE or MLPVAE
-        The trained model, in eval mode, on ``device``.
-    history : VAEHistory
-        Mean loss per epoch, wall time.
-    """
-    if config is None:
-        config = model.config if model is not None else VAEConfig.for_images(np.shape(images))
-    dev = pick_device(device if isinstance(device, str) or device is None else str(device))
+    """Train ``model`` (a new one for ``None``) on ``images`` for ``config.epochs``."""
     threads = torch.get_num_threads()
     if dev.type == "cpu":
         # Tiny MLPs gain nothing from a second thread and lose a lot when cores are busy.
@@ -460,119 +433,135 @@ def fit_vae(
     return model, history
 
 
-@torch.no_grad()
-def error_terms(
-    model: ConvVAE | MLPVAE,
-    images: np.ndarray,
-    *,
-    batch_size: int = 2048,
-) -> dict[str, np.ndarray]:
-    """Per-sample parts of the negative ELBO, evaluated at the posterior mean.
+# ----------------------------------------------------------------------------- estimator
+class VAE:
+    """A VAE as a scikit-learn-style estimator: train it, then score images with it.
 
     Parameters
     ----------
-    model : ConvVAE or MLPVAE
-        A trained model; it is evaluated on the device its parameters live on.
-    images : ndarray of uint8, shape (N, H, W) or (N, H, W, C)
-    batch_size : int, keyword-only
+    config : VAEConfig, optional
+        ``None`` sizes one from the images at :meth:`fit` (:meth:`VAEConfig.for_images`).
+    seed : int
+        Seeds initialisation, shuffling and the reparameterisation noise; the same seed
+        on the same device gives the same model.
+    device : str or torch.device, optional
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:N]"``.
+    progress : bool
+        Show a per-epoch progress bar on stderr and end with a one-line summary.
 
-    Returns
-    -------
-    dict of str to ndarray of float64, each shape (N,)
-        ``"nelbo"``: ``recon + beta * kl`` (nats); ``"recon"``: Bernoulli cross-entropy of
-        the image under its reconstruction; ``"kl"``: KL divergence of the posterior from
-        the prior; ``"entropy"``: entropy of the image's own pixels read as Bernoulli
-        means, so ``recon - entropy >= 0`` is the reconstruction divergence, zero only
-        for a perfect reconstruction whatever the image's grey levels.
+    Attributes (after :meth:`fit` or :meth:`load`)
+    ----------------------------------------------
+    network_ : the trained :class:`ConvVAE` or :class:`MLPVAE` (eval mode, on ``device_``).
+    config_ : the config used (after :meth:`refit`, with its epochs).
+    history_ : :class:`VAEHistory` of the last training pass. device_ : the torch device.
     """
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1. Got {batch_size} instead.")
-    config: VAEConfig = model.config
-    dev = next(model.parameters()).device
-    data = _as_nchw_uint8(images, config).to(dev)  # (N, C, H, W) uint8
-    was_training = model.training
-    model.eval()
-    n = data.shape[0]
-    rec = torch.empty(n, dtype=torch.float32, device=dev)
-    kl = torch.empty(n, dtype=torch.float32, device=dev)
-    ent = torch.empty(n, dtype=torch.float32, device=dev)
-    for i in range(0, n, batch_size):
-        x = _to_model_input(data[i : i + batch_size], dev)  # (B, C, H, W)
-        rec[i : i + batch_size], kl[i : i + batch_size] = _terms(model, x, None, dev)
-        ent[i : i + batch_size] = _bernoulli_entropy(x)
-    model.train(was_training)
-    out = {
-        "recon": rec.cpu().numpy().astype(np.float64),
-        "kl": kl.cpu().numpy().astype(np.float64),
-        "entropy": ent.cpu().numpy().astype(np.float64),
-    }
-    out["nelbo"] = out["recon"] + config.beta * out["kl"]
-    return out
 
+    def __init__(
+        self,
+        config: VAEConfig | None = None,
+        *,
+        seed: int = 0,
+        device: str | torch.device | None = "auto",
+        progress: bool = False,
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.device = device
+        self.progress = progress
 
-def reconstruction_error(
-    model: ConvVAE | MLPVAE,
-    images: np.ndarray,
-    *,
-    batch_size: int = 2048,
-) -> np.ndarray:
-    """Per-sample negative ELBO (nats), evaluated at the posterior mean.
+    def _device(self) -> torch.device:
+        dev = self.device
+        return pick_device(dev if isinstance(dev, str) or dev is None else str(dev))
 
-    Parameters
-    ----------
-    model : ConvVAE or MLPVAE
-        A trained model; it is evaluated on the device its parameters live on.
-    images : ndarray of uint8, shape (N, H, W) or (N, H, W, C)
-    batch_size : int, keyword-only
+    def fit(self, images: np.ndarray) -> VAE:
+        """Train a new network on uint8 ``images (N, H, W[, C])``; returns ``self``."""
+        config = self.config if self.config is not None else VAEConfig.for_images(np.shape(images))
+        dev = self._device()
+        self.network_, self.history_ = _train(
+            None, images, config, seed=int(self.seed), dev=dev, progress=self.progress
+        )
+        self.config_, self.device_ = config, dev
+        return self
 
-    Returns
-    -------
-    ndarray of float64, shape (N,)
-        Reconstruction cross-entropy plus ``beta`` times the KL term; higher means the
-        image is less like the training data. See :func:`error_terms` for the parts.
-    """
-    return error_terms(model, images, batch_size=batch_size)["nelbo"]
+    def refit(self, images: np.ndarray, *, epochs: int, seed: int) -> VAE:
+        """Continue training the fitted network on ``images`` for ``epochs`` more epochs
+        (a fresh optimiser and schedule, randomness from ``seed``); returns ``self``."""
+        config = VAEConfig.from_dict({**self.config_.to_dict(), "epochs": int(epochs)})
+        self.network_, self.history_ = _train(
+            self.network_, images, config, seed=int(seed), dev=self.device_,
+            progress=self.progress,
+        )  # fmt: skip
+        self.config_ = config
+        return self
 
+    @torch.no_grad()
+    def error_terms(self, images: np.ndarray, *, batch_size: int = 2048) -> dict[str, np.ndarray]:
+        """Per-sample parts of the negative ELBO, evaluated at the posterior mean.
 
-# ----------------------------------------------------------------------------- persistence
-def save_vae(
-    model: ConvVAE | MLPVAE,
-    config: VAEConfig | None,
-    path: str | Path,
-    *,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Save the weights to ``path`` (``.pt``) and the config to ``path`` with ``.json``.
+        Parameters
+        ----------
+        images : ndarray of uint8, shape (N, H, W) or (N, H, W, C)
+        batch_size : int, keyword-only
 
-    ``extra`` adds JSON-serialisable fields to the JSON file (e.g. a threshold).
-    Both files are written atomically. Returns ``path``.
-    """
-    import io
+        Returns
+        -------
+        dict of str to ndarray of float64, each shape (N,)
+            ``"nelbo"``: ``recon + beta * kl`` (nats); ``"recon"``: Bernoulli cross-entropy
+            of the image under its reconstruction; ``"kl"``: KL divergence of the posterior
+            from the prior; ``"entropy"``: entropy of the image's own pixels read as
+            Bernoulli means, so ``recon - entropy >= 0`` is the reconstruction divergence,
+            zero only for a perfect reconstruction whatever the image's grey levels.
+        """
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1. Got {batch_size} instead.")
+        model = self.network_
+        config: VAEConfig = model.config
+        dev = next(model.parameters()).device
+        data = _as_nchw_uint8(images, config).to(dev)  # (N, C, H, W) uint8
+        model.eval()
+        n = data.shape[0]
+        rec = torch.empty(n, dtype=torch.float32, device=dev)
+        kl = torch.empty(n, dtype=torch.float32, device=dev)
+        ent = torch.empty(n, dtype=torch.float32, device=dev)
+        for i in range(0, n, batch_size):
+            x = _to_model_input(data[i : i + batch_size], dev)  # (B, C, H, W)
+            rec[i : i + batch_size], kl[i : i + batch_size] = _terms(model, x, None, dev)
+            ent[i : i + batch_size] = _bernoulli_entropy(x)
+        out = {
+            "recon": rec.cpu().numpy().astype(np.float64),
+            "kl": kl.cpu().numpy().astype(np.float64),
+            "entropy": ent.cpu().numpy().astype(np.float64),
+        }
+        out["nelbo"] = out["recon"] + config.beta * out["kl"]
+        return out
 
-    from assay.pipeline.atomic import write_bytes, write_json
+    def reconstruction_error(self, images: np.ndarray, *, batch_size: int = 2048) -> np.ndarray:
+        """Per-sample negative ELBO (nats) at the posterior mean, float64 ``(N,)``: higher
+        means less like the training data. See :meth:`error_terms` for the parts."""
+        return self.error_terms(images, batch_size=batch_size)["nelbo"]
 
-    path = Path(path)
-    config = config or model.config
-    buf = io.BytesIO()
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save(state, buf)
-    write_bytes(path, buf.getvalue())
-    write_json(path.with_suffix(".json"), {"config": config.to_dict(), **(extra or {})})
-    return path
+    # ------------------------------------------------------------------ persistence
+    def save(self, file: str | Path | IO[bytes]) -> None:
+        """Write config and weights (tensors and plain types only) to a path or a binary
+        file object; the caller makes it atomic where it needs to."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
+        torch.save({"config": self.config_.to_dict(), "state": state}, file)
 
-
-def load_vae(path: str | Path, *, device: str | torch.device | None = "cpu") -> ConvVAE | MLPVAE:
-    """Load a model written by :func:`save_vae` (weights only; nothing is unpickled)."""
-    path = Path(path)
-    meta_path = path.with_suffix(".json")
-    if not path.is_file() or not meta_path.is_file():
-        raise FileNotFoundError(f"expected {path} and {meta_path} written by save_vae.")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if "config" not in meta:
-        raise ValueError(f"{meta_path}: no 'config' field; not written by save_vae.")
-    config = VAEConfig.from_dict(meta["config"])
-    dev = pick_device(device if isinstance(device, str) or device is None else str(device))
-    model = build_vae(config)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.to(dev).eval()
+    @classmethod
+    def load(
+        cls, file: str | Path | IO[bytes], *, device: str | torch.device | None = "cpu"
+    ) -> VAE:
+        """Load a VAE written by :meth:`save` (``weights_only``: nothing is unpickled)."""
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise ValueError(f"{file}: not a VAE written by VAE.save ({exc}).") from None
+        if not isinstance(state, dict) or "config" not in state or "state" not in state:
+            raise ValueError(f"{file}: not a VAE written by VAE.save (no config and weights).")
+        config = VAEConfig.from_dict(state["config"])
+        vae = cls(config, device=device)
+        vae.device_ = vae._device()
+        network = build_vae(config)
+        network.load_state_dict(state["state"])
+        vae.network_, vae.config_ = network.to(vae.device_).eval(), config
+        return vae

@@ -347,6 +347,13 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
+def _write_model(model: Any, path: Path) -> None:
+    """Write a model's :meth:`save` output to ``path`` atomically."""
+    buf = io.BytesIO()
+    model.save(buf)
+    atomic.write_bytes(path, buf.getvalue())
+
+
 def prepare_comparison(
     dirty: Dataset,
     cleaned: Dataset,
@@ -416,7 +423,7 @@ def prepare_comparison(
     judge.fit(judge_train.images, judge_train.labels)
     judge_acc = judge.score(judge_test.images, judge_test.labels)
     say(f"[gan] judge trained in {judge.seconds_:.1f}s: held-out accuracy {judge_acc:.3f}")
-    judge.save(out_dir / "judge.pt")
+    _write_model(judge, out_dir / "judge.pt")
 
     real_x, real_y = judge_test.images, judge_test.labels
     real_f = judge.features(real_x)
@@ -560,8 +567,9 @@ def train_arm(
     )
     judge = Judge.load(plan_dir / "judge.pt", device=dev)
     trainer = GANTrainer(config, device=dev, progress=progress, log=log, name=arm)
+    checkpoint = out_dir / "checkpoints" / f"{arm}.pt"
     trainer.fit(data.images, data.labels, transition=transition,
-                checkpoint_dir=out_dir / "checkpoints")  # fmt: skip
+                on_checkpoint=lambda t: _write_model(t, checkpoint))  # fmt: skip
     z_eval = torch.from_numpy(arrays["z_eval"])
     cas_labels = arrays["cas_labels"]
     fake = trainer.sample(real_y, z=z_eval)

@@ -155,7 +155,9 @@ def detect_format(spec: str | os.PathLike[str]) -> str:
     )
 
 
-def load(spec: str | os.PathLike[str], *, strict: bool = False) -> Dataset:
+def load(
+    spec: str | os.PathLike[str], *, strict: bool = False, image_size: int | None = None
+) -> Dataset:
     """Load a labelled image dataset from a data spec.
 
     Parameters
@@ -167,6 +169,9 @@ def load(spec: str | os.PathLike[str], *, strict: bool = False) -> Dataset:
         Refuse, instead of skipping with a :class:`DataWarning`, files in an image folder
         that are not readable images; for an assay dataset folder, also recompute the
         content hash and refuse the folder when it differs from ``dataset.json``.
+    image_size : int, optional
+        Image folders only: the side of the square images (default: the folder's typical
+        size); see :mod:`pipeline.formats.image_folder` for the size policy.
 
     Returns
     -------
@@ -196,7 +201,7 @@ def load(spec: str | os.PathLike[str], *, strict: bool = False) -> Dataset:
     if fmt == "csv":
         return read_csv(path)
     if fmt == "image_folder":
-        return read_image_folder(path, strict=strict)
+        return read_image_folder(path, strict=strict, image_size=image_size)
     return _load_assay(path.parent if path.is_file() else path, strict=strict)
 
 

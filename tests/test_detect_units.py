@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from assay.models.classifier import ClassifierConfig, SmallCNN, fit_classifier, predict_classifier
+from assay.models.classifier import Classifier, ClassifierConfig, SmallCNN
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect.base import DetectorResult
 from assay.pipeline.detect.combine import ISSUE_COLUMNS, combine, combine_outlier_scores
@@ -62,10 +62,10 @@ def test_classifier_shapes_and_determinism():
     images = rng.integers(0, 256, size=(40, 8, 8), dtype=np.uint8)
     labels = np.arange(40) % 3
     config = ClassifierConfig.for_images(images.shape, epochs=2, hidden=16, widths=(4, 8))
-    a = fit_classifier(images, labels, n_classes=3, config=config, seed=1, device="cpu")
-    b = fit_classifier(images, labels, n_classes=3, config=config, seed=1, device="cpu")
-    pa, za = predict_classifier(a, images)
-    pb, zb = predict_classifier(b, images)
+    a = Classifier(config, n_classes=3, seed=1, device="cpu").fit(images, labels)
+    b = Classifier(config, n_classes=3, seed=1, device="cpu").fit(images, labels)
+    pa, za = a.predict_with_embedding(images)
+    pb, zb = b.predict_with_embedding(images)
     assert pa.shape == (40, 3) and za.shape == (40, 16)
     np.testing.assert_allclose(pa.sum(axis=1), 1.0)
     np.testing.assert_array_equal(pa, pb)

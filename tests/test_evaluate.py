@@ -151,8 +151,8 @@ def test_judge_fid_grows_with_pixel_noise(judge, digits):
 
 def test_judge_save_load_round_trip(judge, digits, tmp_path):
     _, _, xt, _ = digits
-    path = judge.save(tmp_path / "judge.pt")
-    back = Judge.load(path)
+    judge.save(tmp_path / "judge.pt")
+    back = Judge.load(tmp_path / "judge.pt")
     np.testing.assert_allclose(back.predict_proba(xt), judge.predict_proba(xt), atol=1e-6)
 
 

@@ -171,7 +171,14 @@ def test_tiny_gan_trains_on_digits(digits, tmp_path):
     cfg = GANConfig(image_shape=(1, 8, 8), n_classes=10, steps=50, checkpoint_every=25, **TINY)
     lines: list[str] = []
     trainer = GANTrainer(cfg, device="cpu", log=lines.append, name="tiny")
-    trainer.fit(x, y, checkpoint_dir=tmp_path)
+    saved: list[int] = []
+
+    def checkpoint(t: GANTrainer) -> None:
+        saved.append(t.step_)
+        t.save(tmp_path / "tiny.pt")
+
+    assert trainer.fit(x, y, on_checkpoint=checkpoint) is trainer
+    assert saved == [25, 50]
     hist = trainer.history_
     assert hist["step"].tolist() == [10, 20, 30, 40, 50]
     assert np.isfinite(hist[["loss_d", "loss_g", "d_real", "d_fake"]].to_numpy()).all()

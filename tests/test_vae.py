@@ -8,17 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from assay.models.vae import (
-    MLPVAE,
-    ConvVAE,
-    VAEConfig,
-    build_vae,
-    error_terms,
-    fit_vae,
-    load_vae,
-    reconstruction_error,
-    save_vae,
-)
+from assay.models.vae import MLPVAE, VAE, ConvVAE, VAEConfig, build_vae
 
 
 @pytest.fixture(scope="module")
@@ -105,32 +95,34 @@ def test_conv_refuses_tiny_images():
 # ----------------------------------------------------------------------------- training
 def test_fit_mlp_on_digits_learns_and_is_deterministic(digits_u8):
     cfg = VAEConfig.for_images(digits_u8.shape, epochs=6)
-    model, history = fit_vae(digits_u8, config=cfg, seed=3, device="cpu")
+    model = VAE(cfg, seed=3, device="cpu").fit(digits_u8)
+    history = model.history_
+    assert model.fit(digits_u8) is model
     assert len(history.loss) == 6 and np.all(np.isfinite(history.loss))
     assert history.loss[-1] < 0.8 * history.loss[0]
-    assert not model.training
+    assert not model.network_.training
 
-    err = reconstruction_error(model, digits_u8)
+    err = model.reconstruction_error(digits_u8)
     assert err.shape == (600,) and err.dtype == np.float64 and np.all(np.isfinite(err))
     # A trained model explains digits far better than constant-grey or noise images.
     rng = np.random.default_rng(0)
     odd = np.concatenate(
         [np.full((5, 8, 8), 128, np.uint8), rng.integers(0, 256, (5, 8, 8), dtype=np.uint8)]
     )
-    assert reconstruction_error(model, odd).min() > np.quantile(err, 0.99)
+    assert model.reconstruction_error(odd).min() > np.quantile(err, 0.99)
 
-    again, _ = fit_vae(digits_u8, config=cfg, seed=3, device="cpu")
-    np.testing.assert_array_equal(reconstruction_error(again, digits_u8), err)
-    other, _ = fit_vae(digits_u8, config=cfg, seed=4, device="cpu")
-    assert not np.array_equal(reconstruction_error(other, digits_u8), err)
+    again = VAE(cfg, seed=3, device="cpu").fit(digits_u8)
+    np.testing.assert_array_equal(again.reconstruction_error(digits_u8), err)
+    other = VAE(cfg, seed=4, device="cpu").fit(digits_u8)
+    assert not np.array_equal(other.reconstruction_error(digits_u8), err)
 
 
 def test_fit_conv_colour_images_and_terms():
     images = _blobs(40, 16, channels=3)
     cfg = VAEConfig.for_images(images.shape, epochs=2, widths=(4, 8), hidden=16, batch_size=16)
-    model, history = fit_vae(images, config=cfg, seed=0, device="cpu", progress=False)
-    assert len(history.loss) == 2 and np.all(np.isfinite(history.loss))
-    terms = error_terms(model, images, batch_size=7)  # ragged batches
+    model = VAE(cfg, seed=0, device="cpu").fit(images)
+    assert len(model.history_.loss) == 2 and np.all(np.isfinite(model.history_.loss))
+    terms = model.error_terms(images, batch_size=7)  # ragged batches
     assert set(terms) == {"nelbo", "recon", "kl", "entropy"}
     for v in terms.values():
         assert v.shape == (40,) and np.all(np.isfinite(v))
@@ -142,16 +134,16 @@ def test_fit_conv_colour_images_and_terms():
 
 def test_progress_prints_a_summary_line(digits_u8, capsys):
     cfg = VAEConfig.for_images(digits_u8.shape, epochs=1)
-    fit_vae(digits_u8[:64], config=cfg, seed=0, device="cpu", progress=True)
+    VAE(cfg, seed=0, device="cpu", progress=True).fit(digits_u8[:64])
     err = capsys.readouterr().err
     assert "vae: mlp VAE, 64 images 8x8x1, 1 epochs" in err and "final loss" in err
 
 
 def test_a_single_image_trains():
     images = _blobs(1, 8)
-    model, history = fit_vae(images, config=VAEConfig.for_images(images.shape, epochs=2))
-    assert np.isfinite(history.loss).all()
-    assert reconstruction_error(model, images).shape == (1,)
+    model = VAE(VAEConfig.for_images(images.shape, epochs=2)).fit(images)
+    assert np.isfinite(model.history_.loss).all()
+    assert model.reconstruction_error(images).shape == (1,)
 
 
 @pytest.mark.parametrize(
@@ -163,29 +155,41 @@ def test_a_single_image_trains():
     ],
 )
 def test_bad_images_are_refused(images, match):
-    model = build_vae(VAEConfig.for_images((4, 8, 8)))
+    model = VAE(VAEConfig.for_images((4, 8, 8), epochs=1), device="cpu")
+    model.fit(np.zeros((4, 8, 8), dtype=np.uint8))
     with pytest.raises(ValueError, match=match):
-        reconstruction_error(model, images)
+        model.reconstruction_error(images)
 
 
 # ----------------------------------------------------------------------------- persistence
 def test_save_load_round_trip(tmp_path, digits_u8):
     cfg = VAEConfig.for_images(digits_u8.shape, epochs=1)
-    model, _ = fit_vae(digits_u8[:128], config=cfg, seed=0, device="cpu")
-    path = save_vae(model, cfg, tmp_path / "vae.pt", extra={"threshold": 1.5})
-    meta = json.loads((tmp_path / "vae.json").read_text())
-    assert meta["threshold"] == 1.5 and meta["config"]["kind"] == "mlp"
-    loaded = load_vae(path)
-    assert loaded.config == cfg
+    model = VAE(cfg, seed=0, device="cpu").fit(digits_u8[:128])
+    model.save(tmp_path / "vae.pt")
+    loaded = VAE.load(tmp_path / "vae.pt")
+    assert loaded.config_ == cfg and loaded.network_.config == cfg
     np.testing.assert_array_equal(
-        reconstruction_error(loaded, digits_u8), reconstruction_error(model, digits_u8)
+        loaded.reconstruction_error(digits_u8), model.reconstruction_error(digits_u8)
     )
 
 
+def test_refit_continues_the_fitted_network(digits_u8):
+    cfg = VAEConfig.for_images(digits_u8.shape, epochs=2)
+    model = VAE(cfg, seed=0, device="cpu").fit(digits_u8)
+    first = model.reconstruction_error(digits_u8)
+    network = model.network_
+    assert model.refit(digits_u8[:300], epochs=3, seed=1) is model
+    assert model.network_ is network and len(model.history_.loss) == 3
+    assert model.config_.epochs == 3 and model.config is cfg  # the parameter stays
+    assert not np.array_equal(model.reconstruction_error(digits_u8), first)
+
+
 def test_load_refuses_missing_or_foreign_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="save_vae"):
-        load_vae(tmp_path / "vae.pt")
+    with pytest.raises(FileNotFoundError):
+        VAE.load(tmp_path / "vae.pt")
     (tmp_path / "vae.pt").write_bytes(b"not a model")
-    (tmp_path / "vae.json").write_text("{}")
-    with pytest.raises(ValueError, match="no 'config' field"):
-        load_vae(tmp_path / "vae.pt")
+    with pytest.raises(ValueError, match="not a VAE written by VAE.save"):
+        VAE.load(tmp_path / "vae.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a VAE written by VAE.save"):
+        VAE.load(tmp_path / "other.pt")

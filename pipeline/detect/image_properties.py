@@ -29,8 +29,16 @@ is flagged if and only if its score is below 0.5. A blank image scores
 ``0.5 * std / blank_std`` (0 for a constant image). The sample's score is the lowest of its
 property scores and ``image_property_kind`` names that property ("" when not flagged).
 
-Aspect ratio and size are not checked per sample: a :class:`~pipeline.dataset.Dataset`
-holds one array of shape ``(N, H, W[, C])``, so every image has the same shape.
+Size, aspect ratio and colour are checked on the original files, when the dataset came
+from an image folder (whose manifest keeps ``original_height``, ``original_width`` and
+``original_mode`` per sample; the array itself has one shape by the folder's size policy):
+
+===================  =====================================  ==========================
+odd_size             log of the area, robust z              ``|z|`` above ``k``
+odd_aspect_ratio     log of width / height, robust z        ``|z|`` above ``k``
+grayscale            a greyscale file in a set whose         always (score 0.25)
+                     files are mostly colour
+===================  =====================================  ==========================
 
 Why not cleanvision: cleanvision's ``Imagelab`` takes a folder of files, a Hugging Face or
 torchvision dataset, and computes its properties one PIL image at a time in Python, which
@@ -49,9 +57,18 @@ import pandas as pd
 
 from assay.pipeline.detect.base import DetectorResult, register
 
-__all__ = ["image_property_measures", "score_image_properties", "detect_image_property"]
+__all__ = [
+    "image_property_measures",
+    "score_image_properties",
+    "score_file_properties",
+    "detect_image_property",
+]
 
 KINDS = ("blank", "dark", "light", "low_information", "noisy", "blurry")
+#: Properties of the original files (image folders), see the module docstring.
+FILE_KINDS = ("odd_size", "odd_aspect_ratio", "grayscale")
+FILE_COLUMNS = ("original_height", "original_width", "original_mode")
+_GREY_FILE_MODES = frozenset({"1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 #: Smallest scale (1.4826 * MAD) allowed per measure, in the measure's units.
 _SCALE_FLOOR = {"brightness": 2.0, "entropy": 0.05, "hf_energy": 1.0, "sharpness": 0.02}
@@ -208,6 +225,55 @@ def score_image_properties(
     return table, info
 
 
+def score_file_properties(
+    heights: np.ndarray, widths: np.ndarray, modes: np.ndarray, *, k: float = 5.0
+) -> pd.DataFrame:
+    """Scores of the original files' size, aspect ratio and colour mode.
+
+    Parameters
+    ----------
+    heights, widths : ndarray of int, shape (N,)
+        Original sizes (after EXIF orientation).
+    modes : ndarray of str, shape (N,)
+        Original Pillow modes.
+    k : float, keyword-only
+        Threshold in robust standard deviations.
+
+    Returns
+    -------
+    DataFrame with N rows
+        ``score_odd_size``, ``score_odd_aspect_ratio``, ``score_grayscale``: in [0, 1],
+        lower = more likely an issue, < 0.5 iff an issue.
+    """
+    h = np.maximum(np.asarray(heights, dtype=np.float64), 1.0)
+    w = np.maximum(np.asarray(widths, dtype=np.float64), 1.0)
+    z_area, _, _ = _robust_z(np.log(h * w), 0.1)  # a 10 % change in area at least
+    z_aspect, _, _ = _robust_z(np.log(w / h), 0.05)
+    grey = np.isin(np.asarray(modes, dtype=str), list(_GREY_FILE_MODES))
+    colour_set = grey.mean() < 0.5 if grey.size else False
+    return pd.DataFrame(
+        {
+            "score_odd_size": np.exp2(-np.abs(z_area) / k),
+            "score_odd_aspect_ratio": np.exp2(-np.abs(z_aspect) / k),
+            "score_grayscale": np.where(grey & colour_set, 0.25, 1.0),
+        }
+    )
+
+
+def _with_file_properties(table: pd.DataFrame, files: pd.DataFrame) -> pd.DataFrame:
+    """``table`` of :func:`score_image_properties` with the file properties merged in."""
+    names = (*KINDS, *FILE_KINDS)
+    stacked = np.column_stack(
+        [table[f"score_{n}"].to_numpy() for n in KINDS]
+        + [files[f"score_{n}"].to_numpy() for n in FILE_KINDS]
+    )
+    score = np.clip(stacked.min(axis=1), 0.0, 1.0)
+    flag = score < 0.5
+    kind = np.where(flag, np.asarray(names, dtype=object)[stacked.argmin(axis=1)], "")
+    out = table.assign(score=score, flag=flag, kind=kind.astype(str))
+    return pd.concat([out, files.set_axis(out.index)], axis=1)
+
+
 @register("image_property")
 def detect_image_property(
     dataset,
@@ -239,6 +305,16 @@ def detect_image_property(
     """
     del context
     table, info = score_image_properties(dataset.images, k=k, blank_std=blank_std)
+    kinds = KINDS
+    columns = dataset.columns
+    if columns is not None and all(c in columns for c in FILE_COLUMNS):
+        files = score_file_properties(
+            columns["original_height"].to_numpy(),
+            columns["original_width"].to_numpy(),
+            columns["original_mode"].to_numpy(),
+            k=k,
+        )
+        table, kinds = _with_file_properties(table, files), (*KINDS, *FILE_KINDS)
     out = pd.DataFrame(
         {
             "sample_id": dataset.sample_ids,
@@ -247,7 +323,7 @@ def detect_image_property(
             "image_property_kind": table["kind"].to_numpy(dtype=object).astype(str),
         }
     )
-    counts = {kd: int((table["kind"] == kd).sum()) for kd in KINDS}
+    counts = {kd: int((table["kind"] == kd).sum()) for kd in kinds}
     counts = {kd: c for kd, c in counts.items() if c}
     n_flag = int(table["flag"].sum())
     detail = ", ".join(f"{kd.replace('_', ' ')} {c}" for kd, c in counts.items())

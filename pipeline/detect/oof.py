@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from assay.models.classifier import ClassifierConfig, fit_classifier, predict_classifier, to_tensor
+from assay.models.classifier import Classifier, ClassifierConfig
 from assay.models.device import pick_device
+from assay.models.tensors import to_tensor
 from assay.pipeline.dataset import Dataset
 
 __all__ = [
@@ -240,15 +241,9 @@ def _fit_fold(
     """Train one fold's CNN and predict every sample: ``(probs (N, K), emb (N, D), s)``."""
     t0 = time.perf_counter()
     idx = torch.as_tensor(train, device=images.device)
-    model = fit_classifier(
-        images.index_select(0, idx),
-        labels[train],
-        n_classes=n_classes,
-        config=config,
-        seed=seed,
-        device=images.device,
-    )
-    probs, emb = predict_classifier(model, images, batch_size=config.eval_batch_size)
+    model = Classifier(config, n_classes=n_classes, seed=seed, device=images.device)
+    model.fit(images.index_select(0, idx), labels[train])
+    probs, emb = model.predict_with_embedding(images)
     return probs, emb, time.perf_counter() - t0
 
 
@@ -289,7 +284,7 @@ def _cv_cnn(
     log: Callable[[str], None],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n_folds = int(folds.max()) + 1
-    images = to_tensor(dataset.images, device)
+    images = to_tensor(dataset.images, device=device, channels_last=True)
     jobs = [
         {
             "images": images,
@@ -601,7 +596,7 @@ def fit_fold(
     if config is None:
         config = ClassifierConfig.for_images(dataset.images.shape)
     job = {
-        "images": to_tensor(dataset.images, dev),
+        "images": to_tensor(dataset.images, device=dev, channels_last=True),
         "labels": dataset.labels,
         "train": np.flatnonzero(folds != fold),
         "n_classes": dataset.n_classes,

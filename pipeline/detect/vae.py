@@ -48,6 +48,7 @@ against the same reference, so their scores mean the same as the dataset's.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assay.pipeline import atomic
 from assay.pipeline.detect.base import DetectorResult, register
 
 __all__ = ["detect_vae", "deviation", "score_images", "LOW_MARGIN"]
@@ -159,7 +161,7 @@ def detect_vae(
         [0, 1], lower = more likely an issue, < 0.5 iff flagged), ``vae_error`` (negative
         ELBO, nats).
     """
-    from assay.models.vae import VAEConfig, error_terms, fit_vae, save_vae
+    from assay.models.vae import VAE, VAEConfig
 
     if not np.isfinite(k) or k <= 0:
         raise ValueError(f"`k` must be a positive number. Got {k!r} instead.")
@@ -176,26 +178,23 @@ def detect_vae(
     cfg = VAEConfig.for_images(images.shape, **(config or {}))
 
     t0 = time.perf_counter()
-    model, history = fit_vae(images, config=cfg, seed=seed, device=device, progress=progress)
-    terms = error_terms(model, images)
-    epochs = [len(history.loss)]
+    model = VAE(cfg, seed=seed, device=device, progress=progress).fit(images)
+    terms = model.error_terms(images)
+    epochs = [len(model.history_.loss)]
     n_dropped = 0
     if refit_drop > 0 and len(images) >= 20:
         d = deviation(terms, _reference(_signals(terms)))
         n_dropped = int(np.floor(refit_drop * len(images)))
         keep = np.sort(np.argsort(d, kind="stable")[: len(images) - n_dropped])
         n_refit = refit_epochs if refit_epochs is not None else max(2, cfg.epochs // 3)
-        cfg2 = VAEConfig.from_dict({**cfg.to_dict(), "epochs": int(n_refit)})
-        model, history = fit_vae(
-            images[keep],
-            config=cfg2,
-            seed=seed + 1,
-            device=device,
-            progress=progress,
-            model=model if refit_mode == "continue" else None,
-        )
-        terms = error_terms(model, images)
-        epochs.append(len(history.loss))
+        if refit_mode == "continue":
+            model.refit(images[keep], epochs=int(n_refit), seed=seed + 1)
+        else:
+            cfg2 = VAEConfig.from_dict({**cfg.to_dict(), "epochs": int(n_refit)})
+            model = VAE(cfg2, seed=seed + 1, device=device, progress=progress)
+            model.fit(images[keep])
+        terms = model.error_terms(images)
+        epochs.append(len(model.history_.loss))
     seconds = time.perf_counter() - t0
 
     reference = _reference(_signals(terms))
@@ -218,25 +217,25 @@ def detect_vae(
         "epochs": epochs,
         "refit_drop": float(refit_drop),
         "n_dropped_for_refit": n_dropped,
-        "final_loss": float(history.loss[-1]),
+        "final_loss": float(model.history_.loss[-1]),
         "seconds": round(seconds, 2),
-        "device": history.device,
+        "device": model.history_.device,
         "n_flagged": int(flag.sum()),
         "median_error": float(np.median(terms["nelbo"])),
     }
     if out_dir is not None:
-        path = save_vae(
-            model,
-            cfg,
-            Path(out_dir) / MODEL_FILE,
-            extra={
-                "k": float(k),
-                "low_margin": LOW_MARGIN,
-                "reference": reference,
-                "threshold": {"rule": "d > k", "k": float(k), "score_below": 0.5},
-                "n_train": int(len(images) - n_dropped),
-            },
-        )
+        buf = io.BytesIO()
+        model.save(buf)
+        path = atomic.write_bytes(Path(out_dir) / MODEL_FILE, buf.getvalue())
+        meta = {
+            "config": cfg.to_dict(),
+            "k": float(k),
+            "low_margin": LOW_MARGIN,
+            "reference": reference,
+            "threshold": {"rule": "d > k", "k": float(k), "score_below": 0.5},
+            "n_train": int(len(images) - n_dropped),
+        }
+        atomic.write_json(Path(out_dir) / META_FILE, meta)
         info["model_path"] = str(path)
     summary = (
         f"vae: {int(flag.sum())} of {len(dataset)} images flagged (error > median + {k:g} "
@@ -271,7 +270,7 @@ def score_images(
     flags : ndarray of bool, shape (M,)
         ``scores < 0.5`` (past the training run's threshold).
     """
-    from assay.models.vae import error_terms, load_vae
+    from assay.models.vae import VAE
 
     model_dir = Path(model_dir)
     meta_path = model_dir / META_FILE
@@ -281,7 +280,7 @@ def score_images(
     for key in ("k", "reference"):
         if key not in meta:
             raise ValueError(f"{meta_path}: no {key!r} field; not written by detect_vae.")
-    model = load_vae(model_dir / MODEL_FILE, device=device)
-    d = deviation(error_terms(model, images), meta["reference"])
+    model = VAE.load(model_dir / MODEL_FILE, device=device)
+    d = deviation(model.error_terms(images), meta["reference"])
     k = float(meta["k"])
     return _to_score(d, k), d > k

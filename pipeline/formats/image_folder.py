@@ -1,10 +1,30 @@
 """An image folder with one sub-folder per class (``root/<class>/<image>``), read with Pillow.
 
 Class names are the sub-folder names in sorted order; label ``i`` is the ``i``-th name.
-Files are taken in sorted order within each class folder (sub-folders included), and
-their paths relative to ``root`` go into a ``path`` column. Greyscale images (Pillow modes
-``1``, ``L``, ``LA``) become ``(H, W)``; colour images (``RGB``, ``RGBA``, ``P``, ``CMYK``, …)
-become ``(H, W, 3)``, alpha dropped. Every image must have the same shape.
+Files are taken in sorted order within each class folder (sub-folders included). Any
+format Pillow reads (PNG, JPEG, WebP, BMP, TIFF, GIF, …) of any size and mode is accepted.
+
+Every image is brought to one shape, by this policy (recorded in the dataset's ``meta`` as
+``size_policy``):
+
+- **orientation**: the EXIF orientation tag is applied first (a phone photo taken upright
+  stays upright);
+- **size**: ``image_size=N`` gives ``N x N`` images; by default the dataset's typical size
+  (the median height and the median width of the images), so a folder of one size stays
+  exactly as it is. An image of another size is scaled (Lanczos) with its aspect ratio
+  kept, then either padded with black to the target (``fit="pad"``, the default: nothing
+  is cut off) or centre-cropped to it (``fit="crop"``: no borders). Images already at the
+  target size are not resampled;
+- **mode**: if any image is in colour the dataset is RGB ``(N, H, W, 3)`` and greyscale
+  images are repeated over the three channels, otherwise greyscale ``(N, H, W)``. Alpha is
+  dropped; CMYK, palette and other colour modes are converted to RGB; 16-bit images
+  (``I;16``, ``I``) are scaled from 0..65535 to 0..255.
+
+The manifest keeps, per sample, the file's ``path`` relative to ``root`` and its
+``original_height``, ``original_width`` (after orientation) and ``original_mode``.
+
+Files are decoded in parallel worker processes (``workers``; by default one per usable
+core for folders of a few hundred files and more), with a progress bar on a terminal.
 
 A file that Pillow cannot read as an image is skipped with a :class:`DataWarning`, or
 refused with ``strict=True``. Hidden files and folders (name starting with ``.``) are
@@ -13,36 +33,87 @@ ignored silently.
 
 from __future__ import annotations
 
+import math
+import os
+import sys
 import warnings
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.formats.common import DataWarning, build_dataset
 
-GREY_MODES = frozenset({"1", "L", "LA"})
-COLOUR_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"})
+GREY_MODES = frozenset({"1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+FITS = ("pad", "crop")
 MAX_LISTED = 20
+#: Folders with fewer files than this are decoded in this process (workers cost a start-up).
+PARALLEL_FROM = 512
+CHUNK = 128
+#: EXIF orientations that swap width and height (rotations by 90 or 270 degrees).
+_TRANSPOSED = frozenset({5, 6, 7, 8})
 
 
 def _visible(path: Path, root: Path) -> bool:
     return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def read_image_folder(root: Path, *, strict: bool = False) -> Dataset:
-    """Load ``root/<class>/<image>`` files; see the module docstring.
+@dataclass(frozen=True)
+class _Header:
+    """What a file's header says: size after orientation, mode; or why it is no image."""
+
+    height: int = 0
+    width: int = 0
+    mode: str = ""
+    error: str | None = None
+
+
+def read_image_folder(
+    root: Path,
+    *,
+    strict: bool = False,
+    image_size: int | None = None,
+    fit: str = "pad",
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> Dataset:
+    """Load ``root/<class>/<image>`` files into one policy-shaped dataset.
+
+    Parameters
+    ----------
+    root : Path
+        The image folder.
+    strict : bool, keyword-only
+        Refuse (instead of skip with a warning) files that are not readable images.
+    image_size : int, optional, keyword-only
+        Side of the square images of the dataset; default the typical size (see the
+        module docstring).
+    fit : {"pad", "crop"}, keyword-only
+        Keep the aspect ratio by padding or by centre-cropping.
+    workers : int, optional, keyword-only
+        Decoding processes (1: in this process).
+    progress : bool, optional, keyword-only
+        Show a progress bar; default when stderr is a terminal.
 
     Raises
     ------
     DataError
-        No class folders, a class folder with no images, mixed image shapes, pixel values
-        outside 0..255, or (with ``strict``) any file that is not a readable image.
+        No class folders, a class folder with no images, pixel values outside 0..255 in a
+        float image, or (with ``strict``) any file that is not a readable image.
     """
+    if image_size is not None and (int(image_size) != image_size or not 1 <= image_size):
+        raise DataError(f"`image_size` must be a positive integer. Got {image_size!r} instead.")
+    if fit not in FITS:
+        raise DataError(f"`fit` must be one of {FITS}. Got {fit!r} instead.")
     entries = sorted(p for p in root.iterdir() if _visible(p, root))
     class_dirs = [p for p in entries if p.is_dir()]
     stray = [p for p in entries if not p.is_dir()]
@@ -56,48 +127,76 @@ def read_image_folder(root: Path, *, strict: bool = False) -> Dataset:
             f"{stray[0]}: expected only class sub-folders at the top of the image folder "
             f"{root}, found this file. Remove it, or load without --strict to skip it."
         )
-    skipped: list[tuple[Path, str]] = [(p, "not inside a class folder") for p in stray]
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    paths: list[str] = []
-    modes: Counter[str] = Counter()
-    reference: tuple[Path, tuple[int, ...]] | None = None
+    files: list[Path] = []
+    file_labels: list[int] = []
+    per_class: list[list[Path]] = []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and _visible(p, root))
-        n_before = len(images)
-        for file in files:
-            try:
-                arr, mode = _read_image(file)
-            except _NotAnImage as exc:
-                if strict:
-                    raise DataError(
-                        f"{file}: expected only image files (PNG, JPEG, …) in the class "
-                        f"folders of {root}, but this file {exc.reason}. Remove it, or load "
-                        f"without --strict to skip it with a warning."
-                    ) from exc.__cause__
-                skipped.append((file, exc.reason))
-                continue
-            if reference is None:
-                reference = (file, arr.shape)
-            elif arr.shape != reference[1]:
+        found = sorted(p for p in class_dir.rglob("*") if p.is_file() and _visible(p, root))
+        per_class.append(found)
+        files += found
+        file_labels += [label] * len(found)
+
+    n_workers = _n_workers(len(files), workers)
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    with _pool(n_workers) as pool:
+        headers = _map(pool, _read_headers, files, show=show, desc="image headers")
+        good = [i for i, h in enumerate(headers) if h.error is None]
+        heights = np.array([headers[i].height for i in good], dtype=np.int64)
+        widths = np.array([headers[i].width for i in good], dtype=np.int64)
+        if image_size is not None:
+            target = (int(image_size), int(image_size))
+        elif good:
+            target = (int(np.median(heights)), int(np.median(widths)))
+        else:
+            target = (1, 1)  # nothing to decode; the class check below refuses the folder
+        colour = any(headers[i].mode not in GREY_MODES for i in good)
+        jobs = [(files[i], target, colour, fit) for i in good]
+        decoded = dict(zip(good, _map(pool, _decode, jobs, show=show, desc="images"), strict=True))
+    skipped: list[tuple[Path, str]] = [(p, "not inside a class folder") for p in stray]
+    for i, file in enumerate(files):
+        result = headers[i].error if headers[i].error is not None else decoded[i]
+        if isinstance(result, _Refused):
+            raise DataError(result.message)
+        if isinstance(result, str):
+            if strict:
                 raise DataError(
-                    f"{file}: mixed image shapes in {root}: this image is "
-                    f"{_describe(arr.shape)} but {reference[0].relative_to(root)} is "
-                    f"{_describe(reference[1])}. Expected every image to have the same size "
-                    f"and colour mode; resize or convert them first."
+                    f"{file}: expected only image files (PNG, JPEG, …) in the class "
+                    f"folders of {root}, but this file {result}. Remove it, or load "
+                    f"without --strict to skip it with a warning."
                 )
-            images.append(arr)
-            labels.append(label)
-            paths.append(file.relative_to(root).as_posix())
-            modes[mode] += 1
-        if len(images) == n_before:
-            extra = f" ({len(files)} file(s) there, none a readable image)" if files else ""
+            skipped.append((file, result))
+    keep = [i for i in good if isinstance(decoded[i], np.ndarray)]
+    labels_kept = {file_labels[i] for i in keep}
+    for label, class_dir in enumerate(class_dirs):
+        if label not in labels_kept:
+            n = len(per_class[label])
+            extra = f" ({n} file(s) there, none a readable image)" if n else ""
             raise DataError(
                 f"{class_dir}: the class folder '{class_dir.name}' holds no images{extra}; "
                 f"expected at least one PNG/JPEG image in every class folder. Remove the "
                 f"folder or add images to it."
             )
-    meta: dict = {"image_modes": dict(sorted(modes.items()))}
+    kept = np.isin(np.asarray(good), keep)
+    heights, widths = heights[kept], widths[kept]
+    good = keep
+
+    modes = Counter(headers[i].mode for i in good)
+    n_resized = int(np.sum((heights != target[0]) | (widths != target[1])))
+    meta: dict[str, Any] = {
+        "image_modes": dict(sorted(modes.items())),
+        "size_policy": {
+            "image_size": list(target),
+            "chosen": "given" if image_size is not None else "typical (median height, width)",
+            "fit": fit,
+            "colour": bool(colour),
+            "exif_orientation": True,
+            "n_resized": n_resized,
+            "original_sizes": {
+                "height": [int(heights.min()), int(heights.max())],
+                "width": [int(widths.min()), int(widths.max())],
+            },
+        },
+    }
     if skipped:
         meta["n_skipped"] = len(skipped)
         meta["skipped_files"] = [
@@ -111,49 +210,142 @@ def read_image_folder(root: Path, *, strict: bool = False) -> Dataset:
             DataWarning,
             stacklevel=3,
         )
+    columns = pd.DataFrame(
+        {
+            "path": [files[i].relative_to(root).as_posix() for i in good],
+            "original_height": heights.astype(np.int64),
+            "original_width": widths.astype(np.int64),
+            "original_mode": [headers[i].mode for i in good],
+        }
+    )
     return build_dataset(
-        np.stack(images),
-        np.asarray(labels, dtype=np.int64),
+        np.stack([decoded[i] for i in good]),
+        np.asarray([file_labels[i] for i in good], dtype=np.int64),
         [d.name for d in class_dirs],
         source=str(root),
         fmt="image_folder",
         meta=meta,
-        columns=pd.DataFrame({"path": paths}),
+        columns=columns,
     )
 
 
-class _NotAnImage(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+# ----------------------------------------------------------------------------- workers
+def _n_workers(n_files: int, workers: int | None) -> int:
+    if workers is not None:
+        if int(workers) < 1:
+            raise DataError(f"`workers` must be >= 1. Got {workers!r} instead.")
+        return int(workers)
+    if n_files < PARALLEL_FROM:
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), math.ceil(n_files / CHUNK)))
 
 
-def _read_image(file: Path) -> tuple[np.ndarray, str]:
-    """Pixels of one image file, (H, W) uint8 for greyscale or (H, W, 3) for colour."""
+class _InProcess:
+    """The in-process stand-in of a pool (one worker)."""
+
+    def map(self, fn: Any, chunks: Any) -> Any:
+        return map(fn, chunks)
+
+    def __enter__(self) -> _InProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _pool(n_workers: int) -> Any:
+    if n_workers <= 1:
+        return _InProcess()
+    # fork where the OS has it (as torch's DataLoader does on Linux): a worker starts in
+    # milliseconds and imports nothing, where a spawned one re-imports the main program
+    # (the CLI imports Prefect) first. The workers only run Pillow and numpy.
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context(method))
+
+
+def _map(pool: Any, fn: Any, items: list[Any], *, show: bool, desc: str) -> list[Any]:
+    """``fn`` over ``items`` in chunks on ``pool``, in order, with a progress bar."""
+    chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+    out: list[Any] = []
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(items), desc=desc, unit="file", disable=not show, leave=False) as bar:
+        for part in pool.map(fn, chunks):
+            out += part
+            bar.update(len(part))
+    return out
+
+
+def _read_headers(files: list[Path]) -> list[_Header]:
+    return [_read_header(f) for f in files]
+
+
+def _read_header(file: Path) -> _Header:
+    """Size after EXIF orientation and mode, without decoding the pixels."""
     try:
         with Image.open(file) as img:
-            mode = img.mode
-            if mode in GREY_MODES:
-                arr = np.asarray(img.convert("L"))
-            elif mode in COLOUR_MODES:
-                arr = np.asarray(img.convert("RGB"))
-            else:  # 16-bit and float greyscale: keep the values, refused later if > 255
-                arr = np.asarray(img)
-    except UnidentifiedImageError as exc:
-        raise _NotAnImage("is not an image Pillow can identify") from exc
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+            if orientation in _TRANSPOSED:
+                w, h = h, w
+            return _Header(height=int(h), width=int(w), mode=img.mode)
+    except UnidentifiedImageError:
+        return _Header(error="is not an image Pillow can identify")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise _NotAnImage(f"could not be decoded as an image ({exc})") from exc
-    if arr.dtype != np.uint8:
-        if arr.size and (arr.min() < 0 or arr.max() > 255):
+        return _Header(error=f"could not be decoded as an image ({exc})")
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A readable image the folder must not hold (the message names the file)."""
+
+    message: str
+
+
+def _decode(
+    jobs: list[tuple[Path, tuple[int, int], bool, str]],
+) -> list[np.ndarray | str | _Refused]:
+    """Per job: policy-shaped pixels, why the file is not an image, or a refusal."""
+    out: list[np.ndarray | str | _Refused] = []
+    for file, target, colour, fit in jobs:
+        try:
+            out.append(_decode_one(file, target, colour, fit))
+        except DataError as exc:
+            out.append(_Refused(str(exc)))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            out.append(f"could not be decoded as an image ({exc})")
+    return out
+
+
+def _decode_one(file: Path, target: tuple[int, int], colour: bool, fit: str) -> np.ndarray:
+    with Image.open(file) as raw:
+        img = ImageOps.exif_transpose(raw)
+        img = _to_8bit(img, file)
+        img = img.convert("RGB" if colour else "L")
+        if (img.height, img.width) != target:
+            img = _fit(img, target, fit)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def _to_8bit(img: Image.Image, file: Path) -> Image.Image:
+    """16-bit images scaled to 0..255; float images kept if they hold 0..255."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        arr = np.asarray(img, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "F":
+        arr = np.asarray(img)
+        if arr.size and (np.nanmin(arr) < 0 or np.nanmax(arr) > 255):
             raise DataError(
-                f"{file}: pixel values must lie in 0..255; this {mode} image holds values "
-                f"from {arr.min()} to {arr.max()}. Convert it to 8-bit first."
+                f"{file}: pixel values must lie in 0..255; this float image holds values "
+                f"from {np.nanmin(arr)} to {np.nanmax(arr)}. Convert it to 8-bit first."
             )
-        arr = arr.astype(np.uint8)
-    return arr, mode
+        return Image.fromarray(np.nan_to_num(arr).astype(np.uint8), mode="L")
+    return img
 
 
-def _describe(shape: tuple[int, ...]) -> str:
-    if len(shape) == 2:
-        return f"{shape[0]}x{shape[1]} greyscale"
-    return f"{shape[0]}x{shape[1]} with {shape[2]} channels"
+def _fit(img: Image.Image, target: tuple[int, int], fit: str) -> Image.Image:
+    """Scale keeping the aspect ratio, then pad (black) or centre-crop to ``target (H, W)``."""
+    th, tw = target
+    if fit == "pad":
+        return ImageOps.pad(img, (tw, th), method=Image.Resampling.LANCZOS, color=0)
+    return ImageOps.fit(img, (tw, th), method=Image.Resampling.LANCZOS)
