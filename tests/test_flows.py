@@ -196,7 +196,8 @@ class TestWiring:
         assert info["code"]["detect"].startswith(caching.assay_version() + "+")
         # one verdict: computed by the report stage, stored in run.json, shown by the report
         assert info["verdict"]["headline"] == summary.verdict
-        assert "30 of 300 samples" in " ".join(info["verdict"]["points"])
+        detected = json.loads((run / "detection/summary.json").read_text())
+        assert f"{detected['n_dirty']} of 300 samples" in " ".join(info["verdict"]["points"])
         assert summary.report == run / "report.html"
         assert summary.verdict in summary.report.read_text()
         assert baseline["counts"][0] == {
@@ -325,8 +326,14 @@ class TestWiring:
     ):
         root = baseline["root"]
         config = _config(root, small_digits, inject="labels-10", until="detect")
-        first = run_pipeline(config)
-        issues = first.run_dir / "detection/issues.parquet"
+        served = run_pipeline(config)  # served from the cache: copies of a producer's files
+        info = json.loads((served.run_dir / "run.json").read_text())
+        producer = served.run_dir.parent / info["stages"]["detect"]["from_run"]
+        # a copy belongs to its run alone: changing it leaves the cache intact
+        copy = served.run_dir / "detection/issues.parquet"
+        copy.write_bytes(copy.read_bytes()[:-1] + b"\0")
+        assert run_pipeline(config).stages["detect"] == "cached"
+        issues = producer / "detection/issues.parquet"
         blob = bytearray(issues.read_bytes())
         blob[len(blob) // 2] ^= 0xFF  # same size, different bytes
         issues.write_bytes(bytes(blob))
@@ -335,6 +342,29 @@ class TestWiring:
         assert second.stages["detect"] == "done" and spies["detect"] == before + 1
         assert "detection/issues.parquet" in capsys.readouterr().err  # the warning names it
         pd.read_parquet(second.run_dir / "detection/issues.parquet")  # readable again
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize(
+        ("stage", "rel"),
+        [("ingest", "dataset/images.npy"), ("validate", "validation/validation.json"),
+         ("clean", "cleaned/decisions.parquet"), ("generate", "gan/metrics.json"),
+         ("report", "report.html")],
+    )  # fmt: skip
+    def test_each_stage_recomputes_a_changed_cached_file(
+        self, baseline, small_digits, stage, rel, capsys
+    ):
+        config = _config(baseline["root"], small_digits, inject="labels-10")
+        served = run_pipeline(config)  # the record now points at one producer folder
+        info = json.loads((served.run_dir / "run.json").read_text())
+        producer = served.run_dir.parent / info["stages"][stage]["from_run"]
+        path = producer / rel
+        blob = bytearray(path.read_bytes())
+        blob[len(blob) // 2] ^= 0xFF
+        path.write_bytes(bytes(blob))
+        again = run_pipeline(config)
+        assert again.stages[stage] == "done", again.stages
+        assert rel in capsys.readouterr().err
+        assert (again.run_dir / rel).read_bytes() != bytes(blob)
 
     @pytest.mark.slow
     def test_deleted_producer_folder_is_recomputed(self, spies, small_digits, tmp_path):
@@ -604,7 +634,7 @@ def test_serve_refuses_a_bad_cron(tmp_path):
     from assay.flows.serve import serve
 
     with pytest.raises(DataError, match="cron"):
-        serve(_config(tmp_path), cron="every day at three", name="x")
+        serve(_config(tmp_path, "digits"), cron="every day at three", name="x")
 
 
 def test_deployment_config_makes_paths_absolute(tmp_path, monkeypatch):
