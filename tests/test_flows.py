@@ -576,7 +576,7 @@ def test_served_deployment_has_the_cron_schedule_and_runs(tmp_path):
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
 
-    config = _config(tmp_path, until="ingest")
+    config = _config(tmp_path, "digits", until="ingest")
     first = run_pipeline(config)
     name = "assay-test-schedule"
     env = {
@@ -587,8 +587,8 @@ def test_served_deployment_has_the_cron_schedule_and_runs(tmp_path):
     }
     script = (
         "import sys, json\n"
-        "from flows.config import RunConfig\n"
-        "from flows.serve import serve\n"
+        "from assay.flows.config import RunConfig\n"
+        "from assay.flows.serve import serve\n"
         "serve(RunConfig.model_validate_json(sys.argv[1]), cron='0 3 * * *', name=sys.argv[2])\n"
     )
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
@@ -687,8 +687,7 @@ def test_prefect_yaml_describes_the_same_flow():
 
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     (deployment,) = spec["deployments"]
-    path, name = deployment["entrypoint"].split(":")
-    module = ".".join(Path(path).with_suffix("").parts)
+    module, name = deployment["entrypoint"].split(":")  # a module path: works installed
     flow_ = import_object(f"{module}.{name}")
     assert flow_.name == "assay"
     flow_.validate_parameters(deployment["parameters"])  # every key is a RunConfig field
