@@ -33,6 +33,7 @@ from prefect.context import FlowRunContext
 from assay.flows import stages
 from assay.flows.config import STAGES, RunConfig
 from assay.flows.runners import open_runner
+from assay.flows.server_guard import guard_ephemeral_server
 from assay.flows.tasks import code_version
 from assay.pipeline.errors import CriticalValidationError, DataError
 from assay.pipeline.runfolder import RunFolder, now_iso, versions
@@ -532,6 +533,7 @@ def run_pipeline(config: RunConfig) -> RunSummary:
     preflight(config)
     config = config.resolved()
     with prefect_defaults():
+        guard_ephemeral_server()  # a local Prefect server dies with this process
         result = assay_flow(config)
     out = dict(result)
     out["run_dir"] = Path(out["run_dir"])
