@@ -103,8 +103,38 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
+def _make_parents(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; return the folders it created, deepest first."""
+    created = []
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            break
+        created.append(parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Undo :func:`_make_parents` where nothing else was written meanwhile."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+@contextlib.contextmanager
+def _parents_undone_on_error(folder: Path) -> Iterator[None]:
+    """Create ``folder``'s missing parents; remove them again if the block fails."""
+    created = _make_parents(folder)
+    try:
+        yield
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
 def _new_temp_file(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -120,16 +150,17 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     it); on an exception it is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    with _naming(path):
-        tmp = _new_temp_file(path)
-    try:
+    with _parents_undone_on_error(path.parent):
         with _naming(path):
-            yield Path(tmp)
-            os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            tmp = _new_temp_file(path)
+        try:
+            with _naming(path):
+                yield Path(tmp)
+                os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -190,7 +221,6 @@ def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
 
 
 def _new_temp_dir(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~current_umask())
@@ -204,6 +234,7 @@ def work_dir(parent: str | os.PathLike, name: str = "work") -> Iterator[Path]:
     Removed whether the block succeeds or fails; one left by a killed process is removed
     by the next :func:`work_dir` of the same ``name`` in ``parent``.
     """
+    Path(parent).mkdir(parents=True, exist_ok=True)
     tmp = _new_temp_dir(Path(parent) / name)
     try:
         yield tmp
@@ -220,28 +251,29 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[P
     first and deleted only after the new one is in place).
     """
     path = Path(path)
-    with _naming(path):
-        tmp = _new_temp_dir(path)
-    try:
+    with _parents_undone_on_error(path.parent):
         with _naming(path):
-            yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    try:
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(f"{path} already exists")
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except BaseException:
-        if old is not None and not path.exists():
-            os.replace(old, path)  # put the previous folder back
-            old = None
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            tmp = _new_temp_dir(path)
+        try:
+            with _naming(path):
+                yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = None
+        try:
+            if path.exists():
+                if not overwrite:
+                    raise FileExistsError(f"{path} already exists")
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None and not path.exists():
+                os.replace(old, path)  # put the previous folder back
+                old = None
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)

@@ -426,7 +426,11 @@ def prepare_comparison(
         "kid": evaluate.kid_from_features(train_f, real_f, seed=seed)[0],
         "cas": judge_acc,
     }
-    reference["precision"], reference["recall"] = evaluate.precision_recall(train_f, real_f)
+    if min(len(train_f), len(real_f)) > 3:
+        reference["precision"], reference["recall"] = evaluate.precision_recall(train_f, real_f)
+    else:  # a tiny dataset: too few images for k-NN precision/recall
+        reference["precision"] = reference["recall"] = math.nan
+        say(f"[gan] precision/recall not measured: {len(real_f)} held-out real images")
     if vae_dir is not None:
         reference["vae_flag_rate"] = evaluate.vae_flag_rate(vae_dir, real_x)
         for name in ("vae.pt", "vae.json"):  # the plan must not depend on another folder
