@@ -440,24 +440,86 @@ _default_showwarning = warnings.showwarning
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``assay`` console script; returns the exit code."""
+    """Entry point of the ``assay`` console script; returns the exit code.
+
+    Every failure the user can act on ends in one ``assay: error: ...`` line on stderr and
+    a non-zero exit: bad input 2 (an unreadable, read-only or full disk included, named
+    with its path), a critical expectation 3, Ctrl+C 130, SIGTERM 143. A closed stdout
+    (``assay info | head -3``) ends quietly. On SIGINT and SIGTERM, ``finally`` blocks and
+    ``atexit`` hooks run, so temporary files are removed and a local Prefect server stops.
+    """
     # stage lines are printed once, by assay; Prefect's own console lines (and the
     # tracebacks it logs before assay prints the real message) stay in the Prefect UI
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    import contextlib
+    import errno
+    import signal
+    import threading
+
+    from assay.pipeline.errors import AssayError, DataError
+    from assay.pipeline.io import check_output_location
+
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
-    from assay.pipeline.errors import AssayError
 
+    terminated = False
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        nonlocal terminated
+        terminated = True
+        raise KeyboardInterrupt  # unwinds like Ctrl+C: cleanup runs, the run is resumable
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     start = time.perf_counter()
     try:
+        inputs = [getattr(args, "data", None), getattr(args, "reference", None)]
+        out_kind = "file" if args.command == "expectations" else "folder"
+        outputs = (("--run-dir", "run_dir"), ("--runs-root", "runs_root"), ("--out", "out"))
+        for option, key in outputs:
+            value = getattr(args, key, None)
+            if value:
+                check_output_location(value, inputs, option=option, kind=out_kind)
         code = args.handler(args)
+        sys.stdout.flush()
     except AssayError as exc:
         print(f"assay: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("assay: interrupted; finished stages are kept and a re-run resumes.", file=sys.stderr)
-        return 130
+        what = "terminated" if terminated else "interrupted"
+        print(f"assay: {what}; finished stages are kept and a re-run resumes.", file=sys.stderr)
+        return 143 if terminated else 130
+    except BrokenPipeError:
+        # The reader went away (`assay info | head -3`): stop quietly, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except MemoryError:
+        print(
+            "assay: error: out of memory; the data or a parameter is too large for this "
+            "machine (try a smaller dataset, --device cpu or fewer workers).",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = {
+            errno.ENOSPC: " Free some space, or choose another --run-dir / --runs-root.",
+            errno.EDQUOT: " Free some space, or choose another --run-dir / --runs-root.",
+            errno.EROFS: " The file system is read-only; choose a writable location.",
+            errno.EACCES: " Check the permissions, or choose another location.",
+            errno.EPERM: " Check the permissions, or choose another location.",
+        }.get(exc.errno or 0, "")
+        reason = exc.strerror or str(exc)
+        print(f"assay: error: {where}{reason}.{hint}", file=sys.stderr)
+        return DataError.exit_code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if args.command != "run" and code == EXIT_OK and not getattr(args, "quiet", False):
         print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return code

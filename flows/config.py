@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from assay.pipeline.errors import DataError
+from assay.pipeline.limits import MAX_FOLDS, MAX_STEPS, MIN_FOLDS, MIN_STEPS
 
 #: The stages of a run, in order. ``until`` stops after one of them.
 STAGES: tuple[str, ...] = ("ingest", "validate", "detect", "clean", "generate", "report")
@@ -60,9 +61,9 @@ class RunConfig(BaseModel):
     policy : {"relabel", "drop", "review"}
         Cleaning policy.
     folds : int
-        Folds of the out-of-fold classifier used for label-issue detection (>= 2).
+        Folds of the out-of-fold classifier used for label-issue detection (2..50).
     steps : int
-        Training steps of each GAN arm (>= 1).
+        Training steps of each GAN arm (1..1,000,000).
     device : str
         ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     seed : int
@@ -98,8 +99,8 @@ class RunConfig(BaseModel):
     reference: str | None = None
     data_docs: bool = True
     policy: Literal["relabel", "drop", "review"] = "relabel"
-    folds: int = Field(default=5, ge=2, le=50)
-    steps: int = Field(default=1500, ge=1)
+    folds: int = Field(default=5, ge=MIN_FOLDS, le=MAX_FOLDS)
+    steps: int = Field(default=1500, ge=MIN_STEPS, le=MAX_STEPS)
     device: str = "auto"
     seed: int = Field(default=0, ge=0)
     runner: str = "threads"
@@ -211,7 +212,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: config file not found; expected a YAML, TOML or JSON file.")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: expected a UTF-8 text config file (YAML, TOML or JSON), but byte "
+            f"{exc.start} is not UTF-8 ({exc.reason}). Save the file as UTF-8."
+        ) from None
+    except OSError as exc:
+        raise DataError(f"{path}: the config file could not be read ({exc.strerror}).") from None
     try:
         if suffix in (".yaml", ".yml"):
             import yaml

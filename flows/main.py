@@ -34,6 +34,7 @@ from assay.flows import stages
 from assay.flows.caching import code_version
 from assay.flows.config import STAGES, RunConfig
 from assay.flows.runners import open_runner
+from assay.flows.server_guard import guard_ephemeral_server
 from assay.pipeline.errors import CriticalValidationError, DataError
 from assay.pipeline.runfolder import RunFolder, now_iso, versions
 
@@ -426,9 +427,14 @@ def preflight(config: RunConfig) -> None:
         suite file is missing or the device is unavailable.
     """
     from assay.pipeline.inject import PRESETS
-    from assay.pipeline.io import detect_format
+    from assay.pipeline.io import check_output_location, detect_format
 
     detect_format(config.data)
+    # also for values from a config file or a resumed run.json, not only the command line
+    inputs = [config.data, config.reference]
+    check_output_location(config.runs_root, inputs, option="runs_root")
+    if config.run_dir is not None:
+        check_output_location(config.run_dir, inputs, option="run_dir")
     if config.inject and not Path(config.inject).expanduser().exists():
         if config.inject not in PRESETS:
             raise DataError(
@@ -465,6 +471,7 @@ def run_pipeline(config: RunConfig) -> RunSummary:
     preflight(config)
     config = config.resolved()
     with prefect_defaults():
+        guard_ephemeral_server()  # a local Prefect server dies with this process
         result = assay_flow(config)
     out = dict(result)
     out["run_dir"] = Path(out["run_dir"])

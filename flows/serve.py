@@ -1,5 +1,8 @@
 """Scheduled runs: serve the main flow on a cron schedule, and a local Prefect server.
 
+Every server started here dies with the process that started it (see
+:mod:`flows.server_guard`), also after a ``kill -9``.
+
 Schedules need a Prefect server: Prefect's ephemeral mode (what ``assay run`` uses) only
 lives as long as one process. :func:`serve` therefore uses the server named by
 ``PREFECT_API_URL`` when it is set, and otherwise starts a local one first (SQLite in
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.flows.config import RunConfig
+from assay.flows.server_guard import popen_guarded
 from assay.pipeline.errors import DataError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -128,17 +132,25 @@ def start_server(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
         raise DataError(f"port {port} on {host} is in use by something else; choose --port.")
     _echo(f"starting a local Prefect server at {url} ({_database_note()}).")
     _echo(f"in other shells: export PREFECT_API_URL={url}/api  (then `assay serve ...`)")
-    proc = subprocess.Popen(_server_command(host, port), env=_server_env())
+    proc = popen_guarded(_server_command(host, port), env=_server_env())
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _interrupt(proc)
         return 0
+    except SystemExit:  # SIGTERM, turned into SystemExit by the command
+        _interrupt(proc)
+        raise
+
+
+def _interrupt(proc: subprocess.Popen[Any]) -> None:
+    """Stop a foreground server the way Ctrl+C does; kill it if it does not stop."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextlib.contextmanager
@@ -167,7 +179,7 @@ def local_server(
             f"local one at http://{host}:{port} (loopback only; {_database_note()}). "
             "Set PREFECT_API_URL to use your own server instead."
         )
-        proc = subprocess.Popen(
+        proc = popen_guarded(
             _server_command(host, port),
             env=_server_env(),
             stdout=subprocess.DEVNULL,

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from assay.pipeline.errors import DataError
+from assay.pipeline.limits import check_n_classes
 
 RESERVED_COLUMNS = ("sample_id", "label")
 
@@ -84,10 +85,10 @@ class Dataset:
                 )
         labels = labels.astype(np.int64, copy=False)
         if class_names is None:
-            k = int(labels.max()) + 1 if n else 0
+            k = check_n_classes(int(labels.max()) + 1 if n else 0, source=source)
             class_names = [str(i) for i in range(k)]
         class_names = tuple(str(c) for c in class_names)
-        k = len(class_names)
+        k = check_n_classes(len(class_names), source=source)
         if labels.min() < 0 or labels.max() >= k:
             bad = labels[(labels < 0) | (labels >= k)]
             raise DataError(

@@ -30,6 +30,7 @@ Shapes: images uint8 ``(N, H, W[, C])``; labels int64 ``(N,)``; features float `
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -319,7 +320,9 @@ def gan_metrics(
     real_f = judge.features(real_images)
     fake_f = judge.features(fake_images)
     kid, kid_std = kid_from_features(real_f, fake_f, seed=seed)
-    precision, recall = precision_recall(real_f, fake_f, k=k)
+    # Too few samples for k-NN balls (tiny datasets): not measured (NaN -> null in JSON).
+    enough = min(len(real_f), len(fake_f)) > k
+    precision, recall = precision_recall(real_f, fake_f, k=k) if enough else (math.nan, math.nan)
     cas_x = fake_images if cas_images is None else cas_images
     cas_y = fake_labels if cas_labels is None else cas_labels
     cas_cfg = replace(judge.config_, seed=seed)

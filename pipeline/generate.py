@@ -48,6 +48,7 @@ import pandas as pd
 from assay.pipeline import atomic
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
+from assay.pipeline.limits import MAX_STEPS, MIN_STEPS, check_int
 from assay.pipeline.split import TrustedSplit, stratified_take, trusted_split
 
 ARMS = ("dirty", "clean", "noise_aware")
@@ -310,11 +311,10 @@ def compare_gans(
              "arms_run": [...], "skipped": {arm: reason}, "device", "seed", "steps",
              "files": {...}}
     """
-    import tempfile
-
+    steps = check_int("steps", steps, low=MIN_STEPS, high=MAX_STEPS)  # before gan/ exists
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".work-") as work:
+    with atomic.work_dir(out_dir) as work:
         plan_dir = Path(work) / "plan"
         plan = prepare_comparison(
             dirty, cleaned, issues, noise_matrix=noise_matrix, out_dir=plan_dir, steps=steps,
@@ -399,8 +399,7 @@ def prepare_comparison(
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         raise DataError(f"`arms` must be a non-empty subset of {ARMS}. Got {list(arms)} instead.")
-    if int(steps) != steps or steps < 1:
-        raise DataError(f"`steps` must be a positive integer. Got {steps!r} instead.")
+    steps = check_int("steps", steps, low=MIN_STEPS, high=MAX_STEPS)
     _check_pair(dirty, cleaned)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -434,7 +433,11 @@ def prepare_comparison(
         "kid": evaluate.kid_from_features(train_f, real_f, seed=seed)[0],
         "cas": judge_acc,
     }
-    reference["precision"], reference["recall"] = evaluate.precision_recall(train_f, real_f)
+    if min(len(train_f), len(real_f)) > 3:
+        reference["precision"], reference["recall"] = evaluate.precision_recall(train_f, real_f)
+    else:  # a tiny dataset: too few images for k-NN precision/recall
+        reference["precision"] = reference["recall"] = math.nan
+        say(f"[gan] precision/recall not measured: {len(real_f)} held-out real images")
     if vae_dir is not None:
         reference["vae_flag_rate"] = evaluate.vae_flag_rate(vae_dir, real_x)
         for name in ("vae.pt", "vae.json"):  # the plan must not depend on another folder

@@ -68,6 +68,7 @@ __all__ = [
     "FORMATS",
     "SCHEMA_VERSION",
     "DataWarning",
+    "check_output_location",
     "default_mnist_path",
     "detect_format",
     "load",
@@ -153,6 +154,83 @@ def detect_format(spec: str | os.PathLike[str]) -> str:
         f"({', '.join(sorted(p.name for p in children)[:5])}{', …' if len(children) > 5 else ''})"
         f" but no IDX files, no dataset.json and no class sub-folders. {_EXPECTED}"
     )
+
+
+def _input_path(spec: str | os.PathLike[str]) -> Path | None:
+    text = os.fspath(spec)
+    if text == "digits":
+        return None
+    path = default_mnist_path() if text == "mnist" else Path(text).expanduser()
+    return path.resolve() if path.exists() else None
+
+
+def check_output_location(
+    out: str | os.PathLike[str],
+    inputs: tuple[str | os.PathLike[str] | None, ...] | list[str | os.PathLike[str] | None] = (),
+    *,
+    option: str = "output",
+    kind: str = "folder",
+) -> Path:
+    """Refuse an output location that would write into the input data or over a file.
+
+    Cheap (no data is read); call it before any work starts.
+
+    Parameters
+    ----------
+    out : path
+        Where a command will write: a run folder, a runs root, a dataset folder
+        (``kind="folder"``) or one file (``kind="file"``).
+    inputs : sequence of data specs or paths
+        What the command reads (``None`` entries and the built-in ``digits`` are skipped).
+    option : str
+        How the user named ``out`` (e.g. ``"--run-dir"``), for the message.
+    kind : {"folder", "file"}
+        What ``out`` must be.
+
+    Returns
+    -------
+    Path
+        ``out``, absolute.
+
+    Raises
+    ------
+    DataError
+        ``out`` (or one of its parents) is an existing file where a folder is needed, ``out``
+        is an existing folder where a file is needed, ``out`` is an input file, or ``out``
+        lies inside an input folder (writing there would change the user's data).
+    """
+    if kind not in ("folder", "file"):
+        raise ValueError(f"`kind` must be 'folder' or 'file'. Got {kind!r} instead.")
+    path = Path(out).expanduser()
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if parent.is_dir():
+                if parent == path and kind == "file":
+                    raise DataError(
+                        f"{path}: {option} must name a file to write; found a folder there."
+                    )
+                break
+            if parent == path and kind == "file":
+                break  # an existing file is replaced (atomically)
+            raise DataError(
+                f"{path}: {option} must name a folder (new or existing), but "
+                f"{'it' if parent == path else parent} is an existing file. Choose another "
+                f"path."
+            )
+    resolved = path.resolve()
+    for spec in inputs:
+        if spec is None:
+            continue
+        source = _input_path(spec)
+        if source is None:
+            continue
+        if resolved == source or (source.is_dir() and resolved.is_relative_to(source)):
+            where = "is the input" if resolved == source else f"lies inside the input {source}"
+            raise DataError(
+                f"{path}: {option} {where}; writing there would change the data being read. "
+                f"Choose a location outside {source}."
+            )
+    return resolved
 
 
 def load(

@@ -16,6 +16,7 @@ bad references raise :class:`pipeline.errors.DataError`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -245,42 +246,46 @@ def validate(
         "declared_labels": list(range(dataset.n_classes)),
         "n_classes": dataset.n_classes,
     }
-    out = Path(out_dir) if out_dir is not None else None
-    docs_index: str | None = None
+    # Absolute: Great Expectations refuses a relative Data Docs folder.
+    out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
     from assay.pipeline.validation.engine import run_suite
 
-    if out is not None and data_docs:
-        docs_start = time.perf_counter()
-        with atomic_dir(out / "data_docs") as docs_tmp:
-            results = run_suite(suite, tables, parameters, docs_dir=docs_tmp)
-        timings["validate_and_data_docs"] = round(time.perf_counter() - docs_start, 3)
-        if (out / "data_docs" / "index.html").exists():
-            docs_index = "data_docs/index.html"
-    else:
-        results = run_suite(suite, tables, parameters)
-    timings["validate"] = round(time.perf_counter() - start, 3)
+    with contextlib.ExitStack() as stack:
+        # The whole folder appears at once, or not at all (a full disk leaves nothing).
+        tmp = stack.enter_context(atomic_dir(out)) if out is not None else None
+        docs_index: str | None = None
+        if tmp is not None and data_docs:
+            docs_start = time.perf_counter()
+            (tmp / "data_docs").mkdir()
+            results = run_suite(suite, tables, parameters, docs_dir=tmp / "data_docs")
+            timings["validate_and_data_docs"] = round(time.perf_counter() - docs_start, 3)
+            if (tmp / "data_docs" / "index.html").exists():
+                docs_index = "data_docs/index.html"
+        else:
+            results = run_suite(suite, tables, parameters)
+        timings["validate"] = round(time.perf_counter() - start, 3)
 
-    flags = _flags(dataset.sample_ids, results)
-    success_critical = all(r["success"] for r in results if r["severity"] == "critical")
-    result = ValidationResult(
-        success_critical=success_critical,
-        results=results,
-        sample_flags=flags,
-        profile=prof,
-        facts=facts,
-        reference={"class_fractions": fractions, "source": ref_source},
-        suite={
-            "name": suite.name,
-            "path": str(suite.path),
-            "n_expectations": len(suite.expectations),
-        },
-        seconds=timings,
-        data_docs=docs_index,
-    )
-    if out is not None:
-        write_parquet(out / "sample_flags.parquet", flags)
-        write_parquet(out / "profile.parquet", prof)
-        write_json(out / "validation.json", result.to_json())
+        flags = _flags(dataset.sample_ids, results)
+        success_critical = all(r["success"] for r in results if r["severity"] == "critical")
+        result = ValidationResult(
+            success_critical=success_critical,
+            results=results,
+            sample_flags=flags,
+            profile=prof,
+            facts=facts,
+            reference={"class_fractions": fractions, "source": ref_source},
+            suite={
+                "name": suite.name,
+                "path": str(suite.path),
+                "n_expectations": len(suite.expectations),
+            },
+            seconds=timings,
+            data_docs=docs_index,
+        )
+        if tmp is not None:
+            write_parquet(tmp / "sample_flags.parquet", flags)
+            write_parquet(tmp / "profile.parquet", prof)
+            write_json(tmp / "validation.json", result.to_json())
     return result
 
 

@@ -41,6 +41,7 @@ from assay.pipeline.detect.combine import DATASET_LEVEL, OUTLIER_SOURCES, combin
 from assay.pipeline.detect.context import DetectionContext
 from assay.pipeline.detect.datalab import DetectorUnavailable
 from assay.pipeline.detect.oof import OOFResult
+from assay.pipeline.limits import MAX_FOLDS, MIN_FOLDS, check_detectable, check_int
 
 for _module in ("assay.pipeline.detect.vae", "assay.pipeline.detect.image_properties"):
     try:
@@ -133,7 +134,8 @@ def run_detection(
     device : str, keyword-only
         ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
     folds : int, keyword-only
-        Cross-validation folds of the classifier (>= 2).
+        Cross-validation folds of the classifier (2..50; fewer are used when a class has
+        fewer samples, see :func:`pipeline.detect.oof.make_folds`).
     progress : bool, keyword-only
         Print one line per step.
     detectors : sequence of str, optional, keyword-only
@@ -158,8 +160,8 @@ def run_detection(
     -------
     DetectionResult
     """
-    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 2:
-        raise ValueError(f"`folds` must be an integer >= 2. Got {folds!r} instead.")
+    folds = check_int("folds", folds, low=MIN_FOLDS, high=MAX_FOLDS)
+    check_detectable(dataset)
     names = tuple(DEFAULT_DETECTORS if detectors is None else detectors)
     options = dict(options or {})
     t_start = time.perf_counter()

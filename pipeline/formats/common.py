@@ -19,6 +19,7 @@ import pandas as pd
 
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
+from assay.pipeline.limits import check_image_shape, check_n_classes
 
 
 class DataWarning(UserWarning):
@@ -141,6 +142,7 @@ def check_labels(
         names = [str(v) for v in lab.tolist()]
         if class_names is None:
             class_names = tuple(sorted(set(names)))
+            check_n_classes(len(class_names), source=source)
         index = {name: i for i, name in enumerate(class_names)}
         unknown = sorted(set(names) - set(index))
         if unknown:
@@ -170,10 +172,10 @@ def check_labels(
             f"negative, e.g. {int(lab[row])} for image {row}."
         )
     if class_names is None:
-        k = int(lab.max()) + 1 if lab.size else 0
+        k = check_n_classes(int(lab.max()) + 1 if lab.size else 0, source=source)
         class_names = tuple(str(i) for i in range(k))
     class_names = tuple(str(c) for c in class_names)
-    k = len(class_names)
+    k = check_n_classes(len(class_names), source=source)
     if lab.size and lab.max() >= k:
         row = int(np.flatnonzero(lab >= k)[0])
         raise DataError(
@@ -207,6 +209,7 @@ def build_dataset(
         )
     if arr.shape[0] == 0:
         raise DataError(f"{source}: the dataset is empty; expected at least one image.")
+    check_image_shape(arr.shape, source=source)
     labels, class_names = check_labels(labels, arr.shape[0], class_names, source=source)
     arr, notes = to_uint8(arr, source=source)
     full_meta = {"source": source, "format": fmt, **notes, **(meta or {})}

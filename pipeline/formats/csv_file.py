@@ -38,7 +38,7 @@ def read_csv(path: Path) -> Dataset:
         raise DataError(
             f"{path}, line {first_line}: expected a label followed by the pixels of a square "
             f"image (1 + H*H columns, e.g. 1 + 784 for 28x28). Found {width} columns, and "
-            f"{width - 1} is not a square number."
+            f"{width - 1} is not a square number.{_separator_hint(first_row)}"
         )
     values = _parse_fast(path, skip=first_line if has_header else first_line - 1, width=width)
     if values is None:
@@ -69,6 +69,21 @@ def _first_row(path: Path) -> tuple[list[str] | None, int]:
     except csv.Error as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc}).") from exc
     return None, 0
+
+
+def _separator_hint(row: list[str]) -> str:
+    """A hint when the row looks separated by something other than commas."""
+    text = ",".join(row)
+    for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+        if text.count(sep) >= 2:
+            return (
+                f" The values look separated by {name}; assay reads comma-separated files "
+                f"only: convert it (e.g. pandas.read_csv(path, sep={sep!r}).to_csv(out, "
+                f"index=False))."
+            )
+    if len(row) == 1 and len(text.split()) > 2:
+        return " The values look separated by spaces; assay reads comma-separated files only."
+    return ""
 
 
 def _is_number(cell: str) -> bool:

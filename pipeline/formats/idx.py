@@ -21,10 +21,12 @@ import pandas as pd
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.formats.common import build_dataset
+from assay.pipeline.limits import check_image_shape
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 CHUNK = 1 << 22  # read in 4 MiB pieces: gzip's reader allocates a buffer per call
+DEFLATE_MAX_RATIO = 1032  # the most that deflate (gzip) can expand its input
 
 IDX_NAME = re.compile(
     r"^(?P<prefix>.*?)[-_.]?(?P<kind>images|labels)[-_.]idx(?P<ndim>[13])[-_.]ubyte(?P<gz>\.gz)?$",
@@ -110,8 +112,13 @@ def read_idx(path: Path, *, magic: int, what: str) -> np.ndarray:
     compressed = path.suffix.lower() == ".gz"
     try:
         opener = gzip.open if compressed else open
+        # What the file can hold at most: its size, or for gzip the most deflate can
+        # expand it (1032:1), so a lying header is refused before anything is allocated.
+        size = path.stat().st_size
         with opener(path, "rb") as fh:
-            return _read_stream(fh, path, magic=magic, what=what)
+            return _read_stream(
+                fh, path, magic=magic, what=what, size=size, compressed=compressed
+            )
     except DataError:
         raise
     except gzip.BadGzipFile as exc:
@@ -129,7 +136,15 @@ def read_idx(path: Path, *, magic: int, what: str) -> np.ndarray:
         raise DataError(f"{path}: could not read the IDX {what} file ({exc}).") from exc
 
 
-def _read_stream(fh: BinaryIO, path: Path, *, magic: int, what: str) -> np.ndarray:
+def _read_stream(
+    fh: BinaryIO,
+    path: Path,
+    *,
+    magic: int,
+    what: str,
+    size: int | None = None,
+    compressed: bool = False,
+) -> np.ndarray:
     head = fh.read(4)
     expected_ndim = magic & 0xFF
     if len(head) < 4:
@@ -153,7 +168,21 @@ def _read_stream(fh: BinaryIO, path: Path, *, magic: int, what: str) -> np.ndarr
         )
     dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
     header = 4 + 4 * expected_ndim
-    want = int(np.prod(dims, dtype=np.int64))
+    want = int(np.prod(dims, dtype=object))
+    shape = " x ".join(str(d) for d in dims)
+    if size is not None and header + want > size * (DEFLATE_MAX_RATIO if compressed else 1):
+        holds = (
+            f"its {size:,} gzip-compressed bytes can hold at most "
+            f"{size * DEFLATE_MAX_RATIO:,}"
+            if compressed
+            else f"the file holds {size - header:,}"
+        )
+        raise DataError(
+            f"{path}: the IDX header says {shape} = {want:,} bytes of {what} follow the "
+            f"{header}-byte header, but {holds}. The file is truncated or its header is wrong."
+        )
+    if what == "images":
+        check_image_shape(dims, source=str(path))
     out = np.empty(dims, dtype=np.uint8)
     view = memoryview(out).cast("B") if out.size else memoryview(bytearray())
     got = 0
@@ -164,7 +193,6 @@ def _read_stream(fh: BinaryIO, path: Path, *, magic: int, what: str) -> np.ndarr
         got += n
     extra = len(fh.read()) if got == want else 0
     if got != want or extra:
-        shape = " x ".join(str(d) for d in dims)
         raise DataError(
             f"{path}: the IDX header says {shape} = {want:,} bytes of {what} follow the "
             f"{header}-byte header, but the file holds {got + extra:,}. The file is truncated "

@@ -36,8 +36,59 @@ def read_npz(path: Path) -> Dataset:
         return _read_npz(fh, path)
 
 
+def _check_archive(fh: BinaryIO, path: Path) -> None:
+    """Refuse what is not a zip of ``.npy`` arrays, and arrays larger than their bytes.
+
+    Runs before :func:`numpy.load`, which would otherwise take unknown bytes for a pickle
+    and allocate whatever shape a member's header claims.
+    """
+    start = fh.read(4)
+    fh.seek(0)
+    if start == b"\x93NUM":
+        return  # a single .npy array; refused below with its shape
+    if not start.startswith(b"PK"):
+        raise DataError(
+            f"{path}: not a valid .npz: expected a NumPy .npz archive (a zip of .npy arrays, "
+            f"as np.savez writes), but the file does not start like a zip archive "
+            f"(first bytes {start!r})."
+        )
+    try:
+        with zipfile.ZipFile(fh) as archive:
+            members = archive.infolist()
+            for info in members:
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read_header(member)
+                claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if claimed > info.file_size:
+                    raise DataError(
+                        f"{path}: array '{info.filename[:-4]}' claims shape {shape} of "
+                        f"{dtype} ({claimed:,} bytes) but holds only {info.file_size:,} bytes; "
+                        f"the archive is corrupt."
+                    )
+    except DataError:
+        raise
+    except ValueError as exc:  # a member's .npy header is malformed
+        raise DataError(f"{path}: not a valid .npz: a member is not a .npy array ({exc}).") from exc
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as exc:
+        raise DataError(
+            f"{path}: not a valid .npz: expected a NumPy .npz archive (a zip of .npy arrays), "
+            f"but it could not be read ({exc}). The file is truncated or corrupt."
+        ) from exc
+    finally:
+        fh.seek(0)
+
+
 def _read_npz(fh: BinaryIO, path: Path) -> Dataset:
     source = str(path)
+    _check_archive(fh, path)
     try:
         archive = np.load(fh, allow_pickle=False)
     except ValueError as exc:
