@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import lru_cache
@@ -80,10 +81,16 @@ def _module_file(name: str) -> Path | None:
     return Path(spec.origin)
 
 
+#: ``ast.parse`` is not safe in several threads at once on every CPython in use (cache
+#: keys of tasks that run side by side are computed in their threads).
+_AST_LOCK = threading.Lock()
+
+
 def _imported_names(path: Path, module: str) -> set[str]:
     """Dotted assay names a module imports (anywhere in it, lazily or not)."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        with _AST_LOCK:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except (SyntaxError, UnicodeDecodeError):
         return set()
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]

@@ -7,12 +7,13 @@ Exit codes: 0 success, 2 bad input, 3 a critical expectation failed, 1 anything 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,35 @@ def _stage_run(args: argparse.Namespace) -> Any:
     return RunFolder(Path(args.run_dir).expanduser().resolve())
 
 
+@contextlib.contextmanager
+def _all_or_nothing(run: Any) -> Iterator[None]:
+    """A stage command that fails leaves the run folder as it found it.
+
+    The stage's own folder is written atomically; this undoes what the command did
+    before it (a snapshot of ``--data``, its note in run.json, a new run folder).
+    """
+    import shutil
+
+    existed = run.root.exists()
+    had_dataset = run.paths.dataset.exists()
+    record = run.paths.run_json.read_bytes() if run.paths.run_json.exists() else None
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(run.root, ignore_errors=True)
+        else:
+            if not had_dataset and run.paths.dataset.exists():
+                shutil.rmtree(run.paths.dataset, ignore_errors=True)
+            if record is not None:
+                from assay.pipeline.atomic import write_bytes
+
+                write_bytes(run.paths.run_json, record)
+            elif run.paths.run_json.exists():
+                run.paths.run_json.unlink()
+        raise
+
+
 def _record(run: Any, stage: str, parameters: dict[str, Any], summary: Any) -> None:
     """Note a stage command's parameters and outcome in run.json (a later resume reads them)."""
     from assay.pipeline.runfolder import now_iso, versions
@@ -165,12 +195,13 @@ def _ensure_dataset(run: Any, args: argparse.Namespace) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from assay.pipeline import stages
 
-    run = _stage_run(args)
-    _ensure_dataset(run, args)
     params = stages.ValidateParams(suite=args.suite, reference=args.reference,
                                    data_docs=not args.no_data_docs)  # fmt: skip
-    summary = stages.validate(run, params)
-    _record(run, "validate", stages.params_dict(params), summary)
+    run = _stage_run(args)
+    with _all_or_nothing(run):
+        _ensure_dataset(run, args)
+        summary = stages.validate(run, params)
+        _record(run, "validate", stages.params_dict(params), summary)
     met = summary.n_expectations - summary.n_failed
     lines = [f"{met}/{summary.n_expectations} expectations met; {summary.n_failed} failed. "
              f"Details: {run.paths.validation_json}"]  # fmt: skip
@@ -197,11 +228,12 @@ def cmd_expectations_learn(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     from assay.pipeline import stages
 
-    run = _stage_run(args)
-    _ensure_dataset(run, args)
     params = stages.DetectParams(folds=args.folds, seed=args.seed, device=args.device)
-    summary = stages.detect(run, params, progress=not (args.quiet or args.json))
-    _record(run, "detect", stages.params_dict(params), summary)
+    run = _stage_run(args)
+    with _all_or_nothing(run):
+        _ensure_dataset(run, args)
+        summary = stages.detect(run, params, progress=not (args.quiet or args.json))
+        _record(run, "detect", stages.params_dict(params), summary)
     lines = [f"Detection on {summary.n} samples -> {run.paths.issues}"]
     lines += [f"  {k:<24} {v}" for k, v in summary.counts.items()]
     _emit(args, summary.model_dump(mode="json"), lines)
@@ -339,6 +371,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from assay.pipeline.stages.base import DetectParams, GenerateParams
+
     parser = argparse.ArgumentParser(
         prog="assay",
         description="Assay a labelled image dataset: validate it, find the dirty samples, "
@@ -390,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_dir(p, "run folder to write into")
     _add_data(p, required=False)
     p.add_argument("--inject", metavar="PRESET", help="inject known dirt into --data first")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    p.add_argument("--folds", type=int, default=DetectParams.folds, help="cross-validation folds")
     _add_compute(p)
     _add_output(p)
     p.set_defaults(handler=cmd_detect)
@@ -405,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gan", help="train the conditional GAN arms and compare them", **fmt)
     _add_run_dir(p, "run folder with cleaned/")
-    p.add_argument("--steps", type=int, default=1500, help="training steps per arm")
+    p.add_argument("--steps", type=int, default=GenerateParams.steps,
+                   help="training steps per arm")  # fmt: skip
     _add_compute(p)
     _add_output(p)
     p.set_defaults(handler=cmd_gan)
@@ -451,7 +486,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # stage lines are printed once, by assay; Prefect's own console lines (and the
     # tracebacks it logs before assay prints the real message) stay in the Prefect UI
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    import contextlib
     import errno
     import signal
     import threading

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from assay.pipeline.errors import DataError
 from assay.pipeline.limits import MAX_FOLDS, MAX_STEPS, MIN_FOLDS, MIN_STEPS
+from assay.pipeline.stages.base import DetectParams, GenerateParams
 
 #: The stages of a run, in order. ``until`` stops after one of them.
 STAGES: tuple[str, ...] = ("ingest", "validate", "detect", "clean", "generate", "report")
@@ -99,8 +100,8 @@ class RunConfig(BaseModel):
     reference: str | None = None
     data_docs: bool = True
     policy: Literal["relabel", "drop", "review"] = "relabel"
-    folds: int = Field(default=5, ge=MIN_FOLDS, le=MAX_FOLDS)
-    steps: int = Field(default=1500, ge=MIN_STEPS, le=MAX_STEPS)
+    folds: int = Field(default=DetectParams.folds, ge=MIN_FOLDS, le=MAX_FOLDS)
+    steps: int = Field(default=GenerateParams.steps, ge=MIN_STEPS, le=MAX_STEPS)
     device: str = "auto"
     seed: int = Field(default=0, ge=0)
     runner: str = "threads"

@@ -11,7 +11,6 @@ flows key the caches of the later stages on it.
 """
 
 from assay.pipeline.stages.base import (
-    MAX_FOLDS,
     STAGES,
     CleanParams,
     CleanSummary,
@@ -34,7 +33,7 @@ from assay.pipeline.stages.report import ReportSummary, report
 from assay.pipeline.stages.validate import validate
 
 __all__ = [
-    "MAX_FOLDS", "STAGES", "CleanParams", "CleanSummary", "DetectParams", "DetectSummary",
+    "STAGES", "CleanParams", "CleanSummary", "DetectParams", "DetectSummary",
     "GenerateParams", "GenerateSummary", "IngestParams", "IngestSummary", "ReportSummary",
     "StageSummary", "ValidateParams", "ValidateSummary", "clean", "detect", "finish_generate",
     "fit_fold", "generate", "ingest", "load_input", "params_dict", "prepare_generate", "report",

@@ -7,14 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from assay.pipeline.errors import DataError
+from assay.pipeline.limits import MAX_FOLDS, MAX_STEPS, MIN_FOLDS, MIN_STEPS, check_int
 
 #: The stages, in order.
 STAGES: tuple[str, ...] = ("ingest", "validate", "detect", "clean", "generate", "report")
-
-#: Upper bound on the folds of the out-of-fold classifier.
-MAX_FOLDS = 50
-
 
 # --------------------------------------------------------------------------- parameters
 @dataclass(frozen=True)
@@ -42,9 +38,8 @@ class DetectParams:
     seed: int = 0
     device: str = "auto"
 
-    def __post_init__(self) -> None:
-        if not 2 <= self.folds <= MAX_FOLDS:
-            raise DataError(f"`folds` must be in [2, {MAX_FOLDS}]. Got {self.folds} instead.")
+    def __post_init__(self) -> None:  # refused before anything is written
+        check_int("folds", self.folds, low=MIN_FOLDS, high=MAX_FOLDS)
 
 
 @dataclass(frozen=True)
@@ -57,6 +52,9 @@ class GenerateParams:
     steps: int = 1500
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self) -> None:  # refused before anything is written
+        check_int("steps", self.steps, low=MIN_STEPS, high=MAX_STEPS)
 
 
 def params_dict(params: Any) -> dict[str, Any]:
