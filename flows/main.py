@@ -36,6 +36,7 @@ from assay.flows.runners import open_runner
 from assay.flows.tasks import code_version
 from assay.pipeline.errors import CriticalValidationError, DataError
 from assay.pipeline.runfolder import RunFolder, now_iso, versions
+from assay.pipeline.verdict import Verdict, compute_verdict
 
 #: Artifact keys (lowercase letters, digits and dashes, as Prefect requires).
 ARTIFACT_KEYS = {
@@ -167,22 +168,9 @@ def verdict_text(outcomes: dict[str, dict[str, Any]]) -> str:
     return "; ".join(p for p in parts if p) or "no verdict (stopped before detection)"
 
 
-def _report_verdict(run_dir: Path, outcomes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The verdict the report will show (``pipeline.report.compute_verdict``), with a
-    ``text`` line; the stage summaries' one-liner when the report module has none."""
-    from assay.flows.tasks import stage_module
-
-    text = verdict_text(outcomes)
-    compute = getattr(stage_module("assay.pipeline.report"), "compute_verdict", None)
-    if compute is None or "detect" not in outcomes:
-        return {"text": text}
-    try:
-        verdict = dict(compute(run_dir))
-    except Exception as exc:  # the verdict only summarises; never fail a run over it
-        return {"text": text, "error": f"{type(exc).__name__}: {exc}"}
-    verdict["text"] = verdict.get("headline") or text
-    verdict["line"] = text
-    return verdict
+def _report_verdict(run_dir: Path, outcomes: dict[str, dict[str, Any]]) -> Verdict:
+    """The run's verdict (:func:`pipeline.verdict.compute_verdict`)."""
+    return compute_verdict(RunFolder(run_dir))
 
 
 def _gan_phrase(summary: dict[str, Any]) -> str:
@@ -414,7 +402,7 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
             hashes["gan_metrics"] = gen["record"]["hash"]
 
         verdict_info = _report_verdict(run.root, outcomes)
-        verdict = verdict_info["text"]
+        verdict = verdict_info.headline
         run.update_run_json(hashes=hashes, verdict=verdict_info)
         if config.stage_enabled("report"):
             inputs = {s: o["record"]["hash"] for s, o in outcomes.items()}

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assay.pipeline import artifacts
+from assay.pipeline.artifacts import check_columns
 from assay.pipeline.atomic import atomic_dir, write_json, write_parquet
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
@@ -278,9 +280,12 @@ def validate(
         data_docs=docs_index,
     )
     if out is not None:
-        write_parquet(out / "sample_flags.parquet", flags)
-        write_parquet(out / "profile.parquet", prof)
-        write_json(out / "validation.json", result.to_json())
+        check_columns(flags, artifacts.SAMPLE_FLAG_COLUMNS, source=out / artifacts.SAMPLE_FLAGS)
+        write_parquet(out / artifacts.SAMPLE_FLAGS, flags)
+        write_parquet(out / artifacts.PROFILE, prof)
+        path = out / artifacts.VALIDATION_JSON
+        write_json(path, artifacts.to_json(artifacts.ValidationReport, result.to_json(),
+                                           source=path))
     return result
 
 
