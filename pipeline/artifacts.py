@@ -279,6 +279,15 @@ ISSUE_COLUMNS: dict[str, Column] = {
     "reasons": Column("str", "the issues in plain words, '; '-joined ('' if clean)"),
 }
 
+#: The issue types of :data:`ISSUE_COLUMNS`: name -> (flag column, score column or None).
+ISSUE_TYPES: dict[str, tuple[str, str | None]] = {
+    "label": ("is_label_issue", "label_score"),
+    "outlier": ("is_outlier", "outlier_score"),
+    "vae": ("is_vae_issue", "vae_score"),
+    "exact_duplicate": ("is_exact_duplicate", None),
+    "near_duplicate": ("is_near_duplicate", None),
+}
+
 #: Issue columns beyond :data:`ISSUE_COLUMNS`: a further detector's flag and score.
 ISSUE_FLAG_PATTERN = re.compile(r"is_(?P<name>.+)_issue")
 ISSUE_SCORE = "{name}_score"

@@ -33,10 +33,6 @@ KNOWN_TYPES: dict[str, tuple[str, str]] = {
     "non_iid": ("Non-iid ordering (Datalab)", "The dataset's order is not random (a "
                 "dataset-level finding: not counted as dirt)."),
 }
-#: Issue types whose columns come first in ``issues.parquet`` (not ``is_<name>_issue``).
-_BASE = {"label": ("is_label_issue", "label_score"), "outlier": ("is_outlier", "outlier_score"),
-         "vae": ("is_vae_issue", "vae_score"), "exact_duplicate": ("is_exact_duplicate", None),
-         "near_duplicate": ("is_near_duplicate", None)}
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ class IssueType:
 
 def issue_types(issues: pd.DataFrame) -> list[IssueType]:
     """The issue types of an ``issues.parquet`` table, in :data:`KNOWN_TYPES` order."""
-    found = {k: IssueType(k, f, s) for k, (f, s) in _BASE.items()}
+    found = {k: IssueType(k, f, s) for k, (f, s) in artifacts.ISSUE_TYPES.items()}
     for col in issues.columns:
         m = artifacts.ISSUE_FLAG_PATTERN.fullmatch(col)
         if m and m.group("name") not in found:
