@@ -67,12 +67,13 @@ def build_real_run(root: Path, *, n: int = 300, folds: int = 3, steps: int = 30)
     """A run folder written by the real stages on ``n`` scikit-learn digits with injected dirt.
 
     Ingest (a stratified subset, ``mixed-mild`` dirt plus extra blank images so that a
-    validation warning fails), validate, detect (``folds``-fold classifier), clean
-    (``relabel``), the GAN comparison (``steps`` per arm) and ``run.json``'s parameters;
-    no report (the tests render it).
+    validation warning fails), validate, detect (``folds``-fold small CNN, a short VAE),
+    clean (``relabel``), the GAN comparison (``steps`` per arm, a briefly trained judge) and
+    ``run.json``'s parameters; no report (the tests render it).
     """
     from sklearn.model_selection import train_test_split
 
+    from assay.models.classifier import ClassifierConfig
     from assay.pipeline import clean, detect, generate, inject, io, validate
     from assay.pipeline.ingest import snapshot
     from assay.pipeline.runfolder import new_run_id, now_iso, versions
@@ -93,8 +94,11 @@ def build_real_run(root: Path, *, n: int = 300, folds: int = 3, steps: int = 30)
                         versions=versions())
     dataset = run.dataset()
     validate.validate(dataset, out_dir=run.paths.validation, data_docs=False)
+    small_cnn = ClassifierConfig.for_images(dataset.images.shape, epochs=3,
+                                           widths=(8, 16), hidden=32)
     detect.run_detection(dataset, out_dir=run.paths.detection, folds=folds, seed=0,
-                         progress=False)
+                         progress=False, classifier={"config": small_cnn},
+                         options={"vae": {"config": {"epochs": 10}}})
     cleaned, decisions = clean.clean(dataset, run.issues(), policy="relabel",
                                      sample_flags=run.sample_flags())
     clean.write_cleaned(cleaned, decisions, run.paths.cleaned)
@@ -111,4 +115,11 @@ def build_real_run(root: Path, *, n: int = 300, folds: int = 3, steps: int = 30)
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> RunFolder:
     """A small real run folder (see :func:`build_real_run`), shared by the whole session.
     Tests copy it before they change anything in it."""
-    return build_real_run(tmp_path_factory.mktemp("real-run") / "run")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models: one thread is fastest on a shared machine
+    try:
+        return build_real_run(tmp_path_factory.mktemp("real-run") / "run")
+    finally:
+        torch.set_num_threads(threads)
