@@ -63,13 +63,13 @@ def mnist_path() -> Path:
     return path
 
 
-def build_real_run(root: Path, *, n: int = 300, folds: int = 3, steps: int = 30) -> RunFolder:
+def build_real_run(root: Path, *, n: int = 300, folds: int = 3, steps: int = 20) -> RunFolder:
     """A run folder written by the real stages on ``n`` scikit-learn digits with injected dirt.
 
     Ingest (a stratified subset, ``mixed-mild`` dirt plus extra blank images so that a
     validation warning fails), validate, detect (``folds``-fold small CNN, a short VAE),
-    clean (``relabel``), the GAN comparison (``steps`` per arm, a briefly trained judge) and
-    ``run.json``'s parameters; no report (the tests render it).
+    clean (``relabel``), the GAN comparison (``steps`` per arm of a narrow GAN, a briefly
+    trained judge) and ``run.json``'s parameters; no report (the tests render it).
     """
     from sklearn.model_selection import train_test_split
 
@@ -106,7 +106,7 @@ def build_real_run(root: Path, *, n: int = 300, folds: int = 3, steps: int = 30)
         dataset, run.cleaned(), run.issues(), noise_matrix=run.noise_matrix(),
         out_dir=run.paths.gan, steps=steps, seed=0, progress=False,
         vae_dir=run.paths.detection, min_trusted_per_class=5,
-        judge_options={"epochs": 2, "min_steps": 40},
+        gan_options={"width": 16}, judge_options={"epochs": 2, "min_steps": 20},
     )
     return run
 
