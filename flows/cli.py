@@ -159,12 +159,12 @@ def _record(run: Any, stage: str, parameters: dict[str, Any], summary: Any) -> N
 
     record = run.read_run_json()
     fields: dict[str, Any] = {
-        "parameters": {**record.get("parameters", {}), **parameters},
+        "parameters": {**record.parameters, **parameters},
         "stages": {stage: {"state": "done", "seconds": summary.seconds,
                            "finished_at": now_iso()}},
         "hashes": {stage: summary.output_hash},
     }  # fmt: skip
-    if not record:
+    if record.run_id is None:
         fields.update(run_id=run.run_id, started_at=now_iso(), versions=versions())
     run.update_run_json(**fields)
 

@@ -26,9 +26,8 @@ OPERATIONAL = frozenset(
 
 def recorded_parameters(run_dir: Path) -> dict[str, Any] | None:
     """The parameters ``run_dir/run.json`` recorded, or ``None`` when it holds no run."""
-    record = RunFolder(run_dir).read_run_json()
-    params = record.get("parameters")
-    return dict(params) if isinstance(params, dict) else None
+    params = RunFolder(run_dir).read_run_json().parameters
+    return dict(params) if params else None
 
 
 def resume_config(config: RunConfig, given: Mapping[str, Any]) -> RunConfig:

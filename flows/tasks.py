@@ -209,5 +209,6 @@ def render(*, inputs: dict[str, str], run_dir: str) -> dict[str, Any]:
     re-rendered whenever any of them changed.
     """
     summary = stages.report(RunFolder(run_dir))
-    return make_record("report", run_dir=run_dir, paths=[_rel(run_dir, "report")],
+    paths = [_rel(run_dir, "report"), _rel(run_dir, "issues_csv")]  # the CSV beside it
+    return make_record("report", run_dir=run_dir, paths=paths,
                        summary=summary.model_dump(mode="json"))  # fmt: skip

@@ -38,13 +38,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from assay.pipeline import atomic
+from assay.pipeline import artifacts, atomic
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 
 POLICIES = ("drop", "relabel", "review")
 DECISIONS = ("keep", "drop", "relabel", "review")
-DECISION_COLUMNS = ("sample_id", "decision", "reason", "old_label", "new_label")
+DECISION_COLUMNS = tuple(artifacts.DECISION_COLUMNS)
 
 #: Minimum ``suggested_label_confidence`` (the out-of-sample probability of the suggested
 #: class) for a label issue to be relabelled rather than dropped or sent to review.
@@ -357,8 +357,10 @@ def write_cleaned(
     policy: Any = cleaned.meta.get("cleaning", {}).get("policy")
     with atomic.atomic_dir(out_dir) as tmp:
         io.save(cleaned, tmp)
-        atomic.write_parquet(tmp / "decisions.parquet", decisions.loc[:, list(DECISION_COLUMNS)])
+        table = decisions.loc[:, list(DECISION_COLUMNS)]
+        artifacts.check_columns(table, artifacts.DECISION_COLUMNS, source=artifacts.DECISIONS)
+        atomic.write_parquet(tmp / artifacts.DECISIONS, table)
         if policy == "review" or (decisions["decision"] == "review").any():
             review = review_table(decisions, cleaned.class_names)
-            atomic.write_text(tmp / "review.csv", review.to_csv(index=False))
+            atomic.write_text(tmp / artifacts.REVIEW_CSV, review.to_csv(index=False))
     return out_dir

@@ -4,7 +4,9 @@ Detection
 ---------
 :func:`detection_metrics` scores one detector's flags and scores against a ground-truth
 mask (precision, recall, F1, AUROC, AUPRC with ``sklearn.metrics``); :func:`detection_table`
-does it for every detector of an ``issues`` table against :func:`pipeline.inject.ground_truth`.
+does it for every detector of an ``issues`` table against :func:`pipeline.inject.ground_truth`;
+:func:`detection_by_kind` counts what ``is_dirty`` caught of each injected kind. These are
+the project's one set of detection metrics: the report and the benchmarks use them.
 Scores follow cleanlab's convention (LOWER = MORE LIKELY AN ISSUE), so ``1 - score`` ranks.
 
 GANs
@@ -145,6 +147,37 @@ def detection_table(issues: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
         )
         rows.append({"detector": name, "truth": truth_col, **row})
     return pd.DataFrame(rows)
+
+
+def detection_by_kind(issues: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """How many samples of each injected kind ``is_dirty`` caught.
+
+    Parameters
+    ----------
+    issues : the detection table (``sample_id``, ``is_dirty``).
+    truth : :func:`pipeline.inject.ground_truth` output (``sample_id``, ``injected``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per injected kind, ``"clean"`` last: ``kind``, ``n`` (samples of that kind),
+        ``flagged`` (of them flagged dirty) and ``share`` (``flagged / n``: the recall of
+        each kind of dirt, the false-alarm rate for ``"clean"``).
+    """
+    merged = issues[["sample_id", "is_dirty"]].merge(
+        truth[["sample_id", "injected"]], on="sample_id", how="inner"
+    )
+    if len(merged) != len(truth):
+        raise ValueError("`issues` and `truth` must cover the same sample ids.")
+    grouped = merged.groupby("injected", sort=True)["is_dirty"].agg(["size", "sum"])
+    kinds = [k for k in grouped.index if k != "clean"] + [k for k in grouped.index if k == "clean"]
+    grouped = grouped.loc[kinds]
+    return pd.DataFrame({
+        "kind": grouped.index.astype(str),
+        "n": grouped["size"].to_numpy(dtype=np.int64),
+        "flagged": grouped["sum"].to_numpy(dtype=np.int64),
+        "share": (grouped["sum"] / grouped["size"]).to_numpy(dtype=float),
+    })
 
 
 # ---------------------------------------------------------------------------- features

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from assay.pipeline import atomic
+from assay.pipeline import artifacts, atomic
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.limits import MAX_STEPS, MIN_STEPS, check_int
@@ -586,7 +586,7 @@ def train_arm(
     z_grid_all = torch.from_numpy(arrays["z_grid"]).repeat(k, 1)  # row i, column j: latent j
     grid = grid_image(trainer.sample(grid_labels, z=z_grid_all), k, cols)
     h, w = dirty.image_shape[:2]
-    png = f"samples_{arm}.png"
+    png = artifacts.GAN_SAMPLES.format(arm=arm)
     atomic.write_bytes(out_dir / png, png_bytes(grid, min_cell=56, cell=max(h, w)))
     buf = io.BytesIO()
     np.save(buf, grid, allow_pickle=False)
@@ -606,7 +606,8 @@ def train_arm(
         samples_png=png,
         checkpoint=f"checkpoints/{arm}.pt",
     )
-    atomic.write_json(out_dir / "metrics.json", m)
+    path = out_dir / artifacts.GAN_METRICS
+    atomic.write_json(path, artifacts.to_json(artifacts.GanArmMetrics, m, source=path))
     say(
         f"[gan] {arm}: label accuracy {m['label_accuracy']:.3f}, FID {m['fid']:.2f}, "
         f"CAS {m['cas']:.3f}, precision {m['precision']:.2f}, recall {m['recall']:.2f}, "
@@ -634,10 +635,10 @@ def finish_comparison(
     atomic.write_bytes(out_dir / "judge.pt", (plan_dir / "judge.pt").read_bytes())
     for arm in arms:
         src = Path(arm_dirs[arm])
-        results[arm] = json.loads((src / "metrics.json").read_text())
+        results[arm] = json.loads((src / artifacts.GAN_METRICS).read_text())
         grids[arm] = np.load(src / "grid.npy", allow_pickle=False)
         histories[arm] = pd.read_csv(src / "losses.csv")
-        png = f"samples_{arm}.png"
+        png = artifacts.GAN_SAMPLES.format(arm=arm)
         atomic.write_bytes(out_dir / png, (src / png).read_bytes())
         ckpt = f"checkpoints/{arm}.pt"
         atomic.write_bytes(out_dir / ckpt, (src / ckpt).read_bytes())
@@ -645,7 +646,7 @@ def finish_comparison(
 
     atomic.write_bytes(out_dir / "comparison.png",
                        comparison_png(grids, results, plan["class_names"]))  # fmt: skip
-    atomic.write_bytes(out_dir / "loss_curves.png", loss_curves_png(histories))
+    atomic.write_bytes(out_dir / artifacts.GAN_LOSS_CURVES, loss_curves_png(histories))
     losses = pd.concat(
         [frame.assign(arm=arm) for arm, frame in histories.items()], ignore_index=True
     )
@@ -657,7 +658,7 @@ def finish_comparison(
     )
     files.update(
         comparison="comparison.png",
-        loss_curves="loss_curves.png",
+        loss_curves=artifacts.GAN_LOSS_CURVES,
         losses_csv="losses.csv",
         losses_json="losses.json",
     )
@@ -677,5 +678,7 @@ def finish_comparison(
         "seconds_total": plan["seconds"] + sum(float(r["seconds"]) for r in results.values()),
         "files": files,
     }
-    atomic.write_json(out_dir / "metrics.json", metrics)
+    path = out_dir / artifacts.GAN_METRICS
+    metrics = artifacts.to_json(artifacts.GanMetrics, metrics, source=path)
+    atomic.write_json(path, metrics)
     return metrics

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
+from assay.pipeline import artifacts as A
 from assay.pipeline import atomic
 from assay.pipeline.errors import DataError
 
@@ -43,6 +45,9 @@ PACKAGES = (
     "great-expectations",
     "prefect",
 )
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class MissingArtifactError(DataError):
@@ -62,65 +67,81 @@ PRODUCERS = {
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Every file name of a run folder. No other code spells these names."""
+    """Every file name of a run folder (from :mod:`pipeline.artifacts`)."""
 
     root: Path
 
     @property
     def dataset(self) -> Path:
-        return self.root / "dataset"
+        return self.root / A.DATASET_DIR
 
     @property
     def validation(self) -> Path:
-        return self.root / "validation"
+        return self.root / A.VALIDATION_DIR
 
     @property
     def validation_json(self) -> Path:
-        return self.validation / "validation.json"
+        return self.validation / A.VALIDATION_JSON
 
     @property
     def sample_flags(self) -> Path:
-        return self.validation / "sample_flags.parquet"
+        return self.validation / A.SAMPLE_FLAGS
+
+    @property
+    def data_docs(self) -> Path:
+        return self.validation / A.DATA_DOCS_DIR
 
     @property
     def detection(self) -> Path:
-        return self.root / "detection"
+        return self.root / A.DETECTION_DIR
 
     @property
     def issues(self) -> Path:
-        return self.detection / "issues.parquet"
+        return self.detection / A.ISSUES
+
+    @property
+    def issues_csv(self) -> Path:
+        return self.detection / A.ISSUES_CSV
 
     @property
     def noise_matrix(self) -> Path:
-        return self.detection / "noise_matrix.npy"
+        return self.detection / A.NOISE_MATRIX
 
     @property
     def detection_summary(self) -> Path:
-        return self.detection / "summary.json"
+        return self.detection / A.DETECTION_SUMMARY
 
     @property
     def cleaned(self) -> Path:
-        return self.root / "cleaned"
+        return self.root / A.CLEANED_DIR
 
     @property
     def decisions(self) -> Path:
-        return self.cleaned / "decisions.parquet"
+        return self.cleaned / A.DECISIONS
 
     @property
     def gan(self) -> Path:
-        return self.root / "gan"
+        return self.root / A.GAN_DIR
 
     @property
     def gan_metrics(self) -> Path:
-        return self.gan / "metrics.json"
+        return self.gan / A.GAN_METRICS
+
+    @property
+    def gan_loss_curves(self) -> Path:
+        return self.gan / A.GAN_LOSS_CURVES
+
+    def gan_samples(self, arm: str) -> Path:
+        """The sample grid of one GAN arm (one row per class)."""
+        return self.gan / A.GAN_SAMPLES.format(arm=arm)
 
     @property
     def report(self) -> Path:
-        return self.root / "report.html"
+        return self.root / A.REPORT
 
     @property
     def run_json(self) -> Path:
-        return self.root / "run.json"
+        return self.root / A.RUN_JSON
 
 
 @dataclass(frozen=True)
@@ -129,7 +150,8 @@ class RunFolder:
 
     Creating the object creates nothing on disk. Each reader raises
     :class:`MissingArtifactError` (exit 2) naming the stage to run first when its
-    artifact is not there.
+    artifact is not there, and :class:`DataError` naming the file when it does not match
+    its schema (:mod:`pipeline.artifacts`).
     """
 
     root: Path
@@ -148,6 +170,9 @@ class RunFolder:
     def require(self, part: str) -> Path:
         """The path of ``part`` (a :class:`RunPaths` name), or a clear error when missing."""
         path: Path = getattr(self.paths, part)
+        return self._require(path)
+
+    def _require(self, path: Path) -> Path:
         if not path.exists():
             folder = path.relative_to(self.root).parts[0].removesuffix(".html")
             stage = PRODUCERS.get(folder, folder)
@@ -162,6 +187,10 @@ class RunFolder:
         path: Path = getattr(self.paths, part)
         return path.relative_to(self.root).as_posix()
 
+    def has(self, part: str) -> bool:
+        """Whether the artifact ``part`` (a :class:`RunPaths` name) exists."""
+        return bool(getattr(self.paths, part).exists())
+
     # ----------------------------------------------------------------- readers
     def dataset(self) -> Dataset:
         """The ingested snapshot."""
@@ -170,51 +199,85 @@ class RunFolder:
         return io.load(str(self.require("dataset")))
 
     def cleaned(self) -> Dataset:
-        """The cleaned dataset (its manifest carries the decisions)."""
+        """The cleaned dataset; its manifest has :data:`~pipeline.artifacts.CLEANED_COLUMNS`."""
         from assay.pipeline import io
 
-        return io.load(str(self.require("cleaned")))
+        path = self.require("cleaned")
+        data = io.load(str(path))
+        A.check_columns(data.columns.assign(label=data.labels, sample_id=data.sample_ids),
+                        A.CLEANED_COLUMNS, source=path)
+        return data
 
     def issues(self) -> pd.DataFrame:
-        """``detection/issues.parquet``: one row per sample, keyed by ``sample_id``."""
-        return pd.read_parquet(self.require("issues"))
+        """``detection/issues.parquet``: :data:`~pipeline.artifacts.ISSUE_COLUMNS`, one row
+        per sample, keyed by ``sample_id``."""
+        return self._table("issues", A.ISSUE_COLUMNS)
 
     def noise_matrix(self) -> np.ndarray:
-        """The estimated noise matrix, shape ``(K, K)``: P(given label i | true label j)."""
-        return np.load(self.require("noise_matrix"), allow_pickle=False)
+        """The estimated noise matrix, float64 ``(K, K)``: ``T[i, j] = P(given label j |
+        true label i)``; rows sum to 1."""
+        path = self.require("noise_matrix")
+        matrix = np.load(path, allow_pickle=False)
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise DataError(f"{path}: expected a square (K, K) matrix. Got {matrix.shape}.")
+        return matrix.astype(np.float64)
 
-    def detection_summary(self) -> dict[str, Any]:
-        return json.loads(self.require("detection_summary").read_text())
+    def detection_summary(self) -> A.DetectionSummary:
+        return self._json("detection_summary", A.DetectionSummary)
 
-    def validation(self) -> dict[str, Any]:
-        return json.loads(self.require("validation_json").read_text())
+    def validation(self) -> A.ValidationReport:
+        return self._json("validation_json", A.ValidationReport)
 
     def sample_flags(self) -> pd.DataFrame:
-        return pd.read_parquet(self.require("sample_flags"))
+        return self._table("sample_flags", A.SAMPLE_FLAG_COLUMNS)
 
     def decisions(self) -> pd.DataFrame:
-        return pd.read_parquet(self.require("decisions"))
+        return self._table("decisions", A.DECISION_COLUMNS)
 
-    def gan_metrics(self) -> dict[str, Any]:
-        return json.loads(self.require("gan_metrics").read_text())
+    def gan_metrics(self) -> A.GanMetrics:
+        return self._json("gan_metrics", A.GanMetrics)
+
+    def _json(self, part: str, model: type[M]) -> M:
+        path = self.require(part)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not readable JSON ({exc}).") from exc
+        return A.parse(model, data, source=path)
+
+    def _table(self, part: str, spec: dict[str, A.Column]) -> pd.DataFrame:
+        path = self.require(part)
+        frame = pd.read_parquet(path)
+        A.check_columns(frame, spec, source=path)
+        return frame
 
     # ----------------------------------------------------------------- run.json
-    def read_run_json(self) -> dict[str, Any]:
+    def read_run_json(self) -> A.RunRecord:
+        """``run.json`` (empty when the run has not written it yet)."""
         if not self.paths.run_json.exists():
-            return {}
-        return json.loads(self.paths.run_json.read_text())
+            return A.RunRecord()
+        return self._json("run_json", A.RunRecord)
 
     def update_run_json(self, **fields: Any) -> dict[str, Any]:
-        """Merge ``fields`` into run.json (dicts merge one level deep) and write it atomically."""
-        data = self.read_run_json()
+        """Merge ``fields`` into run.json (dicts merge one level deep, models replace) and
+        write it atomically.
+
+        The merged record is checked against :class:`~pipeline.artifacts.RunRecord`
+        before it is written.
+        """
+        path = self.paths.run_json
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         for key, value in fields.items():
-            if isinstance(value, dict) and isinstance(data.get(key), dict):
+            if isinstance(value, BaseModel):  # a whole record: replaced, not merged
+                data[key] = value.model_dump(mode="json")
+            elif isinstance(value, dict) and isinstance(data.get(key), dict):
                 data[key] = {**data[key], **value}
             else:
                 data[key] = value
         data["updated_at"] = now_iso()
+        A.parse(A.RunRecord, data, source=path)
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(self.paths.run_json, data)
+        atomic.write_json(path, data)
         return data
 
 

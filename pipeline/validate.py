@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assay.pipeline import artifacts
+from assay.pipeline.artifacts import check_columns
 from assay.pipeline.atomic import atomic_dir, write_json, write_parquet
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
@@ -283,9 +285,14 @@ def validate(
             data_docs=docs_index,
         )
         if tmp is not None:
-            write_parquet(tmp / "sample_flags.parquet", flags)
-            write_parquet(tmp / "profile.parquet", prof)
-            write_json(tmp / "validation.json", result.to_json())
+            check_columns(flags, artifacts.SAMPLE_FLAG_COLUMNS,
+                          source=out / artifacts.SAMPLE_FLAGS)  # fmt: skip
+            write_parquet(tmp / artifacts.SAMPLE_FLAGS, flags)
+            write_parquet(tmp / artifacts.PROFILE, prof)
+            path = out / artifacts.VALIDATION_JSON
+            write_json(tmp / artifacts.VALIDATION_JSON,
+                       artifacts.to_json(artifacts.ValidationReport, result.to_json(),
+                                         source=path))  # fmt: skip
     return result
 
 

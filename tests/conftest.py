@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny hand-made dataset, and the real MNIST test set when present."""
+"""Shared fixtures: a tiny hand-made dataset, the real MNIST test set when present, and a
+small real run folder made by the real stages (built once per test session)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,11 @@ import pytest
 
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.io import default_mnist_path
+from assay.pipeline.runfolder import RunFolder
+
+#: Class names of the real run: digit words, one of them with markup to test escaping.
+REAL_RUN_CLASSES = ("zero", "one", "two", "three", "<b>four</b>", "five", "six", "seven",
+                    "eight", "nine")
 
 
 def make_tiny_dataset(n_per_class: int = 10, *, size: int = 8, seed: int = 0) -> Dataset:
@@ -54,3 +61,65 @@ def mnist_path() -> Path:
     if not (images and labels):
         pytest.skip(f"MNIST test set not found at {path} (set ASSAY_MNIST to point at it)")
     return path
+
+
+def build_real_run(root: Path, *, n: int = 300, folds: int = 3, steps: int = 20) -> RunFolder:
+    """A run folder written by the real stages on ``n`` scikit-learn digits with injected dirt.
+
+    Ingest (a stratified subset, ``mixed-mild`` dirt plus extra blank images so that a
+    validation warning fails), validate, detect (``folds``-fold small CNN, a short VAE),
+    clean (``relabel``), the GAN comparison (``steps`` per arm of a narrow GAN, a briefly
+    trained judge) and ``run.json``'s parameters; no report (the tests render it).
+    """
+    from sklearn.model_selection import train_test_split
+
+    from assay.models.classifier import ClassifierConfig
+    from assay.pipeline import clean, detect, generate, inject, io, validate
+    from assay.pipeline.ingest import snapshot
+    from assay.pipeline.runfolder import new_run_id, now_iso, versions
+
+    digits = io.load("digits")
+    keep, _ = train_test_split(np.arange(len(digits)), train_size=n, random_state=0,
+                               stratify=digits.labels)
+    small = digits.subset(np.sort(keep))
+    small = Dataset.create(small.images, small.labels, list(REAL_RUN_CLASSES),
+                           meta=small.meta, source="digits")
+    config = dataclasses.replace(inject.resolve("mixed-mild"), blank=0.01)
+    dirty = inject.inject(small, config, seed=0)
+    run = RunFolder(root)
+    snapshot(dirty, run)
+    parameters = {"data": "digits", "inject": "mixed-mild", "folds": folds, "steps": steps,
+                  "policy": "relabel", "seed": 0}
+    run.update_run_json(run_id=new_run_id(), started_at=now_iso(), parameters=parameters,
+                        versions=versions())
+    dataset = run.dataset()
+    validate.validate(dataset, out_dir=run.paths.validation, data_docs=False)
+    small_cnn = ClassifierConfig.for_images(dataset.images.shape, epochs=3,
+                                           widths=(8, 16), hidden=32)
+    detect.run_detection(dataset, out_dir=run.paths.detection, folds=folds, seed=0,
+                         progress=False, classifier={"config": small_cnn},
+                         options={"vae": {"config": {"epochs": 10}}})
+    cleaned, decisions = clean.clean(dataset, run.issues(), policy="relabel",
+                                     sample_flags=run.sample_flags())
+    clean.write_cleaned(cleaned, decisions, run.paths.cleaned)
+    generate.compare_gans(
+        dataset, run.cleaned(), run.issues(), noise_matrix=run.noise_matrix(),
+        out_dir=run.paths.gan, steps=steps, seed=0, progress=False,
+        vae_dir=run.paths.detection, min_trusted_per_class=5,
+        gan_options={"width": 16}, judge_options={"epochs": 2, "min_steps": 20},
+    )
+    return run
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> RunFolder:
+    """A small real run folder (see :func:`build_real_run`), shared by the whole session.
+    Tests copy it before they change anything in it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models: one thread is fastest on a shared machine
+    try:
+        return build_real_run(tmp_path_factory.mktemp("real-run") / "run")
+    finally:
+        torch.set_num_threads(threads)

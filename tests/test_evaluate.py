@@ -161,3 +161,18 @@ def test_judge_config_is_sized_from_the_image():
     assert JudgeConfig.for_data((32, 32, 3), 10).image_shape == (3, 32, 32)
     with pytest.raises(ValueError, match="`width` must be a positive integer"):
         JudgeConfig((1, 8, 8), 10, width=0)
+
+
+def test_detection_by_kind_counts_what_is_dirty_caught():
+    issues = pd.DataFrame({"sample_id": [0, 1, 2, 3, 4, 5],
+                           "is_dirty": [True, False, True, True, False, True]})
+    truth = pd.DataFrame({"sample_id": [5, 4, 3, 2, 1, 0],
+                          "injected": ["clean", "clean", "blank", "blank", "label_noise",
+                                       "label_noise"]})
+    out = evaluate.detection_by_kind(issues, truth)
+    assert out["kind"].tolist() == ["blank", "label_noise", "clean"]
+    assert out["n"].tolist() == [2, 2, 2]
+    assert out["flagged"].tolist() == [2, 1, 1]
+    np.testing.assert_allclose(out["share"], [1.0, 0.5, 0.5])
+    with pytest.raises(ValueError, match="same sample ids"):
+        evaluate.detection_by_kind(issues.iloc[:3], truth)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from assay.pipeline import atomic
+from assay.pipeline import artifacts, atomic
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect import datalab as _datalab  # noqa: F401  (registers detectors)
 from assay.pipeline.detect import duplicate as _duplicate  # noqa: F401
@@ -252,11 +252,14 @@ def run_detection(
     )
     if out_path is not None:
         out_path.mkdir(parents=True, exist_ok=True)
-        atomic.write_parquet(out_path / "issues.parquet", issues)
+        artifacts.check_columns(issues, artifacts.ISSUE_COLUMNS, source=artifacts.ISSUES)
+        atomic.write_parquet(out_path / artifacts.ISSUES, issues)
         buf = _io.BytesIO()
         np.save(buf, noise_matrix, allow_pickle=False)
-        atomic.write_bytes(out_path / "noise_matrix.npy", buf.getvalue())
-        atomic.write_json(out_path / "summary.json", summary)
+        atomic.write_bytes(out_path / artifacts.NOISE_MATRIX, buf.getvalue())
+        path = out_path / artifacts.DETECTION_SUMMARY
+        atomic.write_json(path, artifacts.to_json(artifacts.DetectionSummary, summary,
+                                                  source=path))
     context.log(
         f"{summary['n_dirty']} of {len(dataset)} samples dirty ({timings['total']:.1f}s)"
     )

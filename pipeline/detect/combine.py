@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from assay.pipeline import artifacts
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect.base import DetectorResult
 from assay.pipeline.detect.datalab import groups_from_pairs
@@ -76,24 +77,8 @@ DATASET_LEVEL = ("non_iid", "class_imbalance")
 #: Ways of combining the outlier sources.
 COMBINATIONS = ("rank_min", "rank_mean", "min")
 
-#: The columns every ``issues.parquet`` starts with, in order.
-ISSUE_COLUMNS = (
-    "sample_id",
-    "given_label",
-    "suggested_label",
-    "suggested_label_confidence",
-    "label_score",
-    "is_label_issue",
-    "outlier_score",
-    "is_outlier",
-    "vae_score",
-    "is_vae_issue",
-    "is_exact_duplicate",
-    "is_near_duplicate",
-    "duplicate_of",
-    "is_dirty",
-    "reasons",
-)
+#: The columns every ``issues.parquet`` starts with, in order (:data:`artifacts.ISSUE_COLUMNS`).
+ISSUE_COLUMNS = tuple(artifacts.ISSUE_COLUMNS)
 
 
 def _ranks(score: np.ndarray) -> np.ndarray:

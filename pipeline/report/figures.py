@@ -23,7 +23,6 @@ THUMB_SIDE = 84
 
 _FLAG_COLOUR = "#c0392b"
 _OK_COLOUR = "#7f8c8d"
-_ARM_COLOURS = ("#c0392b", "#2471a3", "#1e8449", "#7d3c98", "#b9770e", "#566573")
 
 
 def data_uri(payload: bytes, mime: str) -> str:
@@ -318,55 +317,6 @@ def heatmap_uri(
                 )
     fig.colorbar(im, ax=ax, shrink=0.8, fraction=0.05, pad=0.03).ax.tick_params(labelsize=7)
     return figure_uri(fig)
-
-
-def loss_curves_uri(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]) -> str:
-    """Training losses, one panel per loss, one line per arm.
-
-    Parameters
-    ----------
-    curves : mapping
-        Arm -> (loss name -> ``(step (T,), value (T,))``).
-    """
-    names: list[str] = []
-    for per_arm in curves.values():
-        for name in per_arm:
-            if name not in names:
-                names.append(name)
-    if not names:
-        raise ValueError("`curves` must hold at least one loss series.")
-    names = names[:6]
-    cols = min(3, len(names))
-    rows = -(-len(names) // cols)
-    fig, axes = _grid(rows, cols, panel=(3.8, 2.6), left=0.65)
-    for ax, name in zip(axes.ravel(), names, strict=False):
-        for k, (arm, per_arm) in enumerate(curves.items()):
-            if name not in per_arm:
-                continue
-            step, value = per_arm[name]
-            step, value = np.asarray(step, dtype=float), np.asarray(value, dtype=float)
-            ax.plot(
-                step, _smooth(value), color=_ARM_COLOURS[k % len(_ARM_COLOURS)],
-                linewidth=1.2, label=plot_text(arm, limit=24),
-            )
-        ax.set_title(plot_text(name, limit=30), fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, frameon=False, loc="best")
-    for ax in axes.ravel()[len(names) :]:
-        ax.set_visible(False)
-    return figure_uri(fig)
-
-
-def _smooth(values: np.ndarray, *, window: int | None = None) -> np.ndarray:
-    """A centred moving average (about 2% of the series) that keeps the series length."""
-    n = values.size
-    window = window or max(1, n // 50)
-    if window <= 1 or n < 3:
-        return values
-    kernel = np.ones(window) / window
-    padded = np.pad(values, (window // 2, window - 1 - window // 2), mode="edge")
-    return np.convolve(padded, kernel, mode="valid")
 
 
 def class_counts_uri(counts: Sequence[int], labels: Sequence[str]) -> str:

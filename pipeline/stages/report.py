@@ -21,13 +21,11 @@ class ReportSummary(StageSummary):
 def report(run: RunFolder) -> ReportSummary:
     """Compute the verdict (stored in ``run.json``) and render ``report.html``."""
     from assay.pipeline.report import render_report
-    from assay.pipeline.verdict import compute_verdict
 
     start = time.perf_counter()
-    run.require("dataset")
-    verdict = compute_verdict(run)
-    run.update_run_json(verdict=verdict.model_dump(mode="json"))
     path = Path(render_report(run.root))
+    verdict = run.read_run_json().verdict
+    assert verdict is not None  # render_report stores it before it renders
     return ReportSummary(
         output_hash=file_hash(path),
         path=str(path),
