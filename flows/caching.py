@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -67,7 +68,8 @@ _DATA_SUFFIXES = (".json", ".html", ".j2", ".jinja", ".css", ".yaml", ".yml", ".
 
 
 def say(message: str) -> None:
-    print(f"[assay] {message}", flush=True)
+    """A warning line on stderr (stdout is left for the result)."""
+    print(f"[assay] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- code version
