@@ -107,7 +107,61 @@ def deviation(terms: dict[str, np.ndarray], reference: dict[str, dict[str, float
 
 
 def _to_score(d: np.ndarray, k: float) -> np.ndarray:
-    return np.clip(np.exp2(-np.maximum(d, 0.0) / k), 0.0, 1.0)
+    """Strictly decreasing in ``d`` (so the score ranks every image), 0.5 at ``d = k``."""
+    return np.clip(1.0 / (1.0 + np.exp2(np.clip((d - k) / 2.0, -60, 60))), 0.0, 1.0)
+
+
+def complexity_bits(images: np.ndarray) -> np.ndarray:
+    """Each image's length in bits under a lossless compressor, float64 ``(N,)``.
+
+    The shorter of zlib (level 9) on the raw bytes and on the horizontal differences
+    (PNG's "Sub" filter), an input-complexity estimate in the sense of Serrà et al. (2020).
+    """
+    import zlib
+
+    flat = np.ascontiguousarray(images.reshape(len(images), -1))
+    diff = np.diff(images.astype(np.int16), axis=2, prepend=0).astype(np.uint8)
+    diff = np.ascontiguousarray(diff.reshape(len(images), -1))
+    return 8.0 * np.array(
+        [min(len(zlib.compress(a.tobytes(), 9)), len(zlib.compress(b.tobytes(), 9)))
+         for a, b in zip(flat, diff, strict=True)],
+        dtype=np.float64,
+    )  # fmt: skip
+
+
+def _robust_z(v: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Modified z-score of ``v`` against its median / MAD (per group when given)."""
+    if groups is None:
+        groups = np.zeros(len(v), dtype=np.int64)
+    z = np.zeros(len(v))
+    for g in np.unique(groups):
+        m = groups == g
+        med = np.median(v[m])
+        scale = max(1.4826 * float(np.median(np.abs(v[m] - med))), _SCALE_FLOOR)
+        z[m] = (v[m] - med) / scale
+    return z
+
+
+def variants(
+    terms: dict[str, np.ndarray], images: np.ndarray, labels: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Candidate deviations (higher = more atypical), ``(N,)`` each, for the benchmark to
+    choose among (see the module docstring)."""
+    sig = _signals(terms)
+    bits = terms["nelbo"] / np.log(2.0)
+    lr = bits - complexity_bits(images)  # Serrà's S(x): likelihood ratio to a compressor
+    out = {}
+    for name, groups in (("", None), ("per_class_", labels)):
+        zn, zd, zs = (_robust_z(sig["log_nelbo"], groups), _robust_z(sig["log_div"], groups),
+                      _robust_z(lr, groups))  # fmt: skip
+        current = np.maximum.reduce([zn, zd, -zn - LOW_MARGIN])
+        out[f"{name}current"] = current
+        out[f"{name}nelbo_two_sided"] = np.abs(zn)
+        out[f"{name}complexity"] = zs
+        out[f"{name}complexity_two_sided"] = np.abs(zs)
+        out[f"{name}current_or_complexity"] = np.maximum(current, zs)
+        out[f"{name}current_or_complexity_two_sided"] = np.maximum(current, np.abs(zs) - 1.0)
+    return out
 
 
 def _ctx(context: Any, name: str, default: Any) -> Any:
@@ -243,7 +297,10 @@ def detect_vae(
         f"robust SD on log scale; {cfg.kind} VAE, {'+'.join(map(str, epochs))} epochs, "
         f"{seconds:.1f}s)"
     )
-    return DetectorResult(name="vae", table=table, summary=summary, info=info)
+    arrays = {
+        k: -v for k, v in variants(terms, images, getattr(dataset, "labels", None)).items()
+    }
+    return DetectorResult(name="vae", table=table, summary=summary, info=info, arrays=arrays)
 
 
 def score_images(
