@@ -127,6 +127,7 @@ FILTERS = (
     "predicted_neq_given",
     "low_normalized_margin",
     "low_self_confidence",
+    "calibrated_count",
 )
 
 
@@ -530,6 +531,56 @@ def run_lofo(
     return record
 
 
+# ----------------------------------------------------------------------------- label count
+#: Rules for how many labels to flag, compared by :func:`run_label_count`.
+COUNT_RULES = ("predicted_neq_given", "prune_by_noise_rate", "low_self_confidence",
+               "calibrated_count")  # fmt: skip
+
+
+def label_count_rules(labels: np.ndarray, pred_probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Each rule of :data:`COUNT_RULES` applied to the same out-of-fold ``pred_probs``:
+    the label-issue flags ``(N,)`` it gives."""
+    from assay.pipeline.detect.label import label_issues
+
+    out = {}
+    for rule in COUNT_RULES:
+        out[rule] = label_issues(labels, pred_probs, filter_by=rule)["is_issue"]
+    return out
+
+
+def run_label_count(*, data: str, n: int, levels: tuple[float, ...], modes: tuple[str, ...],
+                    seed: int, fast: bool) -> dict[str, Any]:  # fmt: skip
+    """Flagged against true counts of every counting rule at several noise levels."""
+    from assay.pipeline.detect.oof import out_of_fold
+    from assay.pipeline.inject import InjectionConfig, ground_truth, inject
+
+    clean = _load(data)
+    if clean is None:
+        return {"benchmark": "label_count", "skipped": "MNIST test set not found"}
+    clean = clean.subset(np.arange(min(n, len(clean))))
+    rows = []
+    t0 = time.perf_counter()
+    for mode in modes:
+        for level in levels:
+            dirty = inject(clean, InjectionConfig(label_noise=level, label_noise_mode=mode),
+                           seed=seed)  # fmt: skip
+            noisy = ground_truth(dirty)["injected"].to_numpy() == "label_noise"
+            oof = out_of_fold(dirty, seed=seed, model="svc" if fast else "auto")
+            row: dict[str, Any] = {"mode": mode, "noise": level, "n_true": int(noisy.sum())}
+            for rule, flags in label_count_rules(dirty.labels, oof.pred_probs).items():
+                m = prf(flags, noisy)
+                row[rule] = {"n_flagged": m["n_flagged"], "f1": m["f1"]}
+            rows.append(row)
+    def ratio(rule: str) -> list[float]:
+        return [round(r[rule]["n_flagged"] / max(r["n_true"], 1), 3) for r in rows]
+    return {"benchmark": "label_count", "data": data, "n": len(clean), "seed": seed,
+            "classifier": "svc" if fast else "default", "rows": rows,
+            "flagged_over_true": {rule: ratio(rule) for rule in COUNT_RULES},
+            "mean_f1": {rule: round(float(np.mean([r[rule]["f1"] for r in rows])), 4)
+                        for rule in COUNT_RULES},
+            "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
@@ -547,7 +598,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--severity", type=int, default=3, help="LOFO: severity 1..5")
     parser.add_argument("--cache", type=Path, help="LOFO: keep/reuse detection scores here")
     parser.add_argument("--fast", action="store_true", help="LOFO: quick SVC classifier")
+    parser.add_argument("--label-count", choices=("digits", "mnist"),
+                        help="compare the rules for how many labels to flag on this data")
     args = parser.parse_args(argv)
+    if args.label_count:
+        _emit(run_label_count(data=args.label_count, n=args.n, levels=(0.05, 0.1, 0.2, 0.35, 0.5),
+                              modes=("symmetric", "asymmetric"), seed=args.seed,
+                              fast=args.fast), args.out)  # fmt: skip
+        return 0
     if args.lofo:
         record = run_lofo(n=args.n, groups=args.groups, rate=args.rate, severity=args.severity,
                           seed=args.seed, cache=args.cache, fast=args.fast,
