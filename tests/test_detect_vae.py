@@ -76,7 +76,7 @@ def test_saved_model_scores_new_images_like_the_run(dirty_result):
     meta = json.loads((out / "vae.json").read_text())
     assert meta["k"] == 4.0 and meta["threshold"]["rule"] == "d > k"
     assert meta["config"]["kind"] == "mlp" and (out / "vae.pt").is_file()
-    scores, flags = score_images(out, ds.images, device="cpu")
+    scores, flags = score_images(out, ds.images, labels=ds.labels, device="cpu")
     np.testing.assert_allclose(scores, res.table["vae_score"], rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(flags, res.table["is_vae_issue"])
     blank = np.full((2, 8, 8), 140, dtype=np.uint8)

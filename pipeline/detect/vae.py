@@ -41,6 +41,43 @@ but raises the share of corrupted images past the threshold by 10 to 15 points, 
 the clean images are fitted more tightly than the left-out ones. ``refit_drop=0`` trains
 once.
 
+Which deviation (``method``)
+----------------------------
+:func:`variants` computes several candidate deviations from the same model, and
+``benchmarks/detect.py --lofo`` (leave one corruption family out, 33 families of
+:mod:`pipeline.inject.corruptions`) measures which generalises to families it was not
+chosen on:
+
+- ``current``: the rule above, one reference for the whole dataset;
+- ``complexity``: the likelihood ratio to a generic lossless compressor,
+  ``S(x) = -log2 p(x) - L(x)`` with ``L`` the compressed length in bits
+  (:func:`complexity_bits`; Serrà et al. 2020, "Input complexity and out-of-distribution
+  detection with likelihood-based generative models"). It corrects the bias of
+  likelihoods towards simple images; ``_two_sided`` uses ``|z|``, so images far *more*
+  likely than the compressor expects count too;
+- ``nelbo_two_sided``: ``|z|`` of the log negative ELBO alone;
+- ``current_or_complexity[_two_sided]``: the larger of ``current`` and the complexity z;
+- ``per_class_*``: the same, but every z-score is taken against the median and MAD of the
+  sample's own given class. A "1" and an "8" differ several-fold in negative ELBO (ink
+  area), so one global reference hides a blurred "1" among ordinary "8"s; each class's
+  own spread does not. Labels are only used to group the references; the VAE itself is
+  still trained without them, and a few wrong labels barely move a class's median.
+
+On the first 3,000 MNIST test images with 5 % corrupted at severity 3 (11 families, 14
+images each, seed 0, one detection run) the mean / lowest per-family AUROC was 0.891 /
+0.641 for ``current``, 0.396 / 0.0 for ``complexity`` (on MNIST with a Bernoulli decoder
+noise and blur raise the compressed length as much as the negative ELBO, so the ratio
+cancels the very evidence that matters), 0.790 / 0.609 for ``complexity_two_sided``,
+0.937 / 0.744 for ``per_class_current`` and 0.947 / 0.831 for
+``per_class_current_or_complexity_two_sided``; at ``k = 4`` the clean images flagged were
+0.04 %, 0.49 % and 0.81 %, per-family recall 0.41, 0.53 and 0.56. Per-class references are
+the clear gain; the complexity term adds a little ranking at the price of more clean
+images flagged, so the default is ``per_class_current``.
+
+:func:`score_images` scores new images against the training data's references: per
+class when it is given their labels (and the model was trained with
+``per_class_current``), else with the global ``current`` rule.
+
 With ``out_dir`` the model is saved as ``vae.pt`` + ``vae.json`` (config, reference
 statistics, ``k``), and :func:`score_images` scores new images (a GAN's samples, say)
 against the same reference, so their scores mean the same as the dataset's.
@@ -58,13 +95,37 @@ import pandas as pd
 
 from assay.pipeline.detect.base import DetectorResult, register
 
-__all__ = ["detect_vae", "deviation", "score_images", "LOW_MARGIN"]
+__all__ = [
+    "detect_vae",
+    "deviation",
+    "score_images",
+    "variants",
+    "complexity_bits",
+    "LOW_MARGIN",
+    "METHOD",
+    "METHODS",
+]
 
 #: How far (robust SDs) below the median log-nelbo an image must lie before its
 #: "too simple" side starts to count (see the module docstring).
 LOW_MARGIN = 3.0
 #: Smallest robust scale allowed on the log scale (a 2 % change in error).
 _SCALE_FLOOR = 0.02
+#: The deviations :func:`variants` computes (the ``method`` option of :func:`detect_vae`).
+METHODS = tuple(
+    f"{prefix}{name}"
+    for prefix in ("", "per_class_")
+    for name in (
+        "current",
+        "nelbo_two_sided",
+        "complexity",
+        "complexity_two_sided",
+        "current_or_complexity",
+        "current_or_complexity_two_sided",
+    )
+)
+#: The default ``method`` (chosen by the leave-one-family-out benchmark, see above).
+METHOD = "per_class_current"
 MODEL_FILE = "vae.pt"
 META_FILE = "vae.json"
 
@@ -180,9 +241,10 @@ def detect_vae(
     refit_mode: str = "continue",
     out_dir: str | Path | None = None,
     config: dict[str, Any] | None = None,
+    method: str = METHOD,
     **_: Any,
 ) -> DetectorResult:
-    """Flag images with an atypical VAE error (label-free).
+    """Flag images with an atypical VAE error.
 
     Parameters
     ----------
@@ -205,6 +267,9 @@ def detect_vae(
         Folder to save ``vae.pt`` and ``vae.json`` into, for :func:`score_images`.
     config : dict, optional, keyword-only
         Overrides of :class:`models.vae.VAEConfig` fields (``epochs``, ``latent_dim``…).
+    method : str, keyword-only
+        Which deviation makes the score, one of :data:`METHODS` (see the module
+        docstring); ``"current"`` is the label-free global rule.
 
     Returns
     -------
@@ -217,6 +282,8 @@ def detect_vae(
 
     if not np.isfinite(k) or k <= 0:
         raise ValueError(f"`k` must be a positive number. Got {k!r} instead.")
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}. Got {method!r} instead.")
     if refit_mode not in ("continue", "scratch"):
         raise ValueError(
             f"`refit_mode` must be 'continue' or 'scratch'. Got {refit_mode!r} instead."
@@ -253,7 +320,16 @@ def detect_vae(
     seconds = time.perf_counter() - t0
 
     reference = _reference(_signals(terms))
-    d = deviation(terms, reference)
+    labels = getattr(dataset, "labels", None)
+    class_ref = {}
+    if labels is not None:
+        sig = _signals(terms)
+        class_ref = {
+            str(int(c)): _reference({n: v[labels == c] for n, v in sig.items()})
+            for c in np.unique(labels)
+        }
+    candidates = variants(terms, images, getattr(dataset, "labels", None))
+    d = candidates[method]
     score = _to_score(d, k)
     flag = d > k
     table = pd.DataFrame(
@@ -265,6 +341,7 @@ def detect_vae(
         }
     )
     info: dict[str, Any] = {
+        "method": method,
         "k": float(k),
         "low_margin": LOW_MARGIN,
         "reference": reference,
@@ -287,6 +364,8 @@ def detect_vae(
                 "k": float(k),
                 "low_margin": LOW_MARGIN,
                 "reference": reference,
+                "method": method,
+                "class_reference": class_ref,
                 "threshold": {"rule": "d > k", "k": float(k), "score_below": 0.5},
                 "n_train": int(len(images) - n_dropped),
             },
@@ -297,9 +376,7 @@ def detect_vae(
         f"robust SD on log scale; {cfg.kind} VAE, {'+'.join(map(str, epochs))} epochs, "
         f"{seconds:.1f}s)"
     )
-    arrays = {
-        k: -v for k, v in variants(terms, images, getattr(dataset, "labels", None)).items()
-    }
+    arrays = {name: -v for name, v in candidates.items()}
     return DetectorResult(name="vae", table=table, summary=summary, info=info, arrays=arrays)
 
 
@@ -307,6 +384,7 @@ def score_images(
     model_dir: str | Path,
     images: np.ndarray,
     *,
+    labels: np.ndarray | None = None,
     device: str | None = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score new images with a VAE saved by :func:`detect_vae` (``out_dir``).
@@ -317,6 +395,11 @@ def score_images(
         Folder holding ``vae.pt`` and ``vae.json``.
     images : ndarray of uint8, shape (M, H, W) or (M, H, W, C)
         Same image shape as the data the VAE was trained on.
+    labels : ndarray of int, shape (M,), optional, keyword-only
+        The images' classes (a conditional GAN's requested labels, say). With them, and a
+        model trained with a ``per_class_current`` method, each image is judged against
+        its class's reference like the training data was; without them against the
+        whole training data's (the ``current`` rule).
     device : str, optional, keyword-only
         ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
 
@@ -339,6 +422,18 @@ def score_images(
         if key not in meta:
             raise ValueError(f"{meta_path}: no {key!r} field; not written by detect_vae.")
     model = load_vae(model_dir / MODEL_FILE, device=device)
-    d = deviation(error_terms(model, images), meta["reference"])
+    terms = error_terms(model, images)
+    d = deviation(terms, meta["reference"])
+    per_class = meta.get("class_reference") or {}
+    if labels is not None and meta.get("method") == "per_class_current" and per_class:
+        labels = np.asarray(labels)
+        if labels.shape != (len(images),):
+            raise ValueError(
+                f"`labels` must have shape ({len(images)},). Got {labels.shape} instead."
+            )
+        for c in np.unique(labels):
+            if str(int(c)) in per_class:
+                m = labels == c
+                d[m] = deviation({n: v[m] for n, v in terms.items()}, per_class[str(int(c))])
     k = float(meta["k"])
     return _to_score(d, k), d > k
