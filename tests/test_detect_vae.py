@@ -59,7 +59,8 @@ def test_result_has_the_agreed_shape(dirty_result):
     # flag iff score < 0.5 (the score is 0.5 exactly at the threshold)
     assert t["is_vae_issue"].equals(t["vae_score"] < 0.5)
     assert res.summary.startswith("vae: ") and "flagged" in res.summary
-    assert res.info["k"] == 4.0 and set(res.info["reference"]) == {"log_nelbo", "log_div"}
+    assert res.info["k"] == 4.0 and set(res.info["reference"]) == {"log_nelbo", "log_div", "lr"}
+    assert res.info["method"] == "per_class_current_or_complexity_two_sided"
 
 
 def test_injected_dirt_is_found(dirty_result):
