@@ -25,6 +25,21 @@ Usage::
     python -m benchmarks.detect digits-labels-10 mnist-clean
     python -m benchmarks.detect --list
     python -m benchmarks.detect --out results.jsonl mnist-corrupt-5
+    python -m benchmarks.detect --lofo --n 10000 --groups 3 --cache scores/
+    python -m benchmarks.detect --label-count digits --fast
+
+``--lofo`` is the leave-one-family-out benchmark: the MNIST test set with ``--rate`` (5 %)
+of its images corrupted at ``--severity`` (3) by the families of
+:mod:`pipeline.inject.corruptions`, split among ``--groups`` copies (one detection run
+each; the scores are stored in ``--cache`` so that the rules can be chosen again without
+detecting again). For every family held out, the image rule (a threshold per outlier
+source, each a quantile of half of the clean images, the union's clean false-positive
+rate kept within 1 %) and the VAE score variant are chosen on the *other* families and
+reported on the held-out one, with the clean false-positive rate on the other half of
+the clean images. One JSON line: per family AUROC of ``outlier_score``, ``vae_score``
+and each source, ``is_dirty`` recall (the detection's own flags) and the tuned rule's
+recall, and the targets met or not. ``--label-count`` compares the rules for how many
+labels to flag (flagged / true count and F1 at 5 to 50 % noise).
 
 MNIST scenarios need the MNIST test set (``pipeline.io.default_mnist_path()``, or the
 ``ASSAY_MNIST`` environment variable) and are skipped with a note when it is absent.
@@ -127,6 +142,7 @@ FILTERS = (
     "predicted_neq_given",
     "low_normalized_margin",
     "low_self_confidence",
+    "calibrated_count",
 )
 
 
@@ -303,6 +319,283 @@ def _met(key: str, value: Any, target: float) -> bool | None:
     return bool(value <= target) if key == "seconds" else bool(value >= target)
 
 
+# ----------------------------------------------------------------------------- leave one out
+#: Clean false-positive budget of the tuned image rule and the LOFO targets.
+FPR_BUDGET = 0.01
+LOFO_TARGETS = {
+    "is_dirty_recall_min": 0.90,
+    "clean_fpr_max": 0.01,
+    "outlier_auroc_mean": 0.99,
+    "outlier_auroc_min": 0.97,
+    "vae_auroc_mean": 0.95,
+    "vae_auroc_min": 0.90,
+}
+#: Per-sample columns kept from each detection run (the scores the rules are chosen on).
+_KEPT = ("outlier_score", "vae_score", "knn_outlier_score", "image_property_score",
+         "is_dirty", "is_outlier", "is_label_issue")  # fmt: skip
+#: Candidate per-source thresholds, as quantiles of the clean selection half.
+_QUANTILES = (0.0, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01)
+_SOURCES = ("knn_outlier_score", "vae_score", "image_property_score")
+
+
+def corrupted_dataset(clean: Any, names: list[str], *, rate: float, severity: int, seed: int):
+    """``clean`` with ``rate`` of its images corrupted, the families in ``names`` sharing
+    them equally; returns the dataset and the family per sample (``"clean"`` if none)."""
+    from assay.pipeline.dataset import Dataset
+    from assay.pipeline.inject.corruptions import corrupt
+
+    rng = np.random.default_rng(seed)
+    n = len(clean)
+    chosen = rng.choice(n, size=int(round(rate * n)), replace=False)
+    family = np.full(n, "clean", dtype=object)
+    family[chosen] = np.array(names, dtype=object)[np.arange(chosen.size) % len(names)]
+    images = clean.images.copy()
+    for i, name in enumerate(names):
+        idx = np.flatnonzero(family == name)
+        if idx.size:
+            images[idx] = corrupt(images[idx], name, severity=severity, seed=seed + i)
+    ds = Dataset.create(images, clean.labels, clean.class_names, sample_ids=clean.sample_ids)
+    return ds, family.astype(str)
+
+
+def lofo_scores(
+    clean: Any, *, groups: int, rate: float, severity: int, seed: int, cache: Path | None,
+    classifier: dict[str, Any] | None = None, progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Detection scores of every sample of ``groups`` corrupted copies of ``clean`` (the
+    families split round-robin between them), concatenated; one detection run per copy,
+    stored in ``cache`` when given so that rules can be re-chosen without re-running."""
+    from assay.pipeline.detect import run_detection
+    from assay.pipeline.inject.corruptions import families
+
+    colour = clean.images.ndim == 4 and clean.images.shape[-1] >= 3
+    names = list(families(colour=colour))
+    parts: list[dict[str, np.ndarray]] = []
+    for g in range(groups):
+        mine = names[g::groups]
+        path = None
+        if cache is not None:
+            key = f"lofo-n{len(clean)}-g{g}of{groups}-r{rate}-s{severity}-seed{seed}.npz"
+            path = cache / key
+            if path.is_file():
+                with np.load(path, allow_pickle=False) as f:
+                    parts.append({k: f[k] for k in f.files})
+                continue
+        ds, family = corrupted_dataset(clean, mine, rate=rate, severity=severity, seed=seed + g)
+        t0 = time.perf_counter()
+        result = run_detection(ds, out_dir=None, seed=seed, progress=progress,
+                               classifier=classifier)  # fmt: skip
+        part = {col: result.issues[col].to_numpy() for col in _KEPT}
+        part["family"] = family
+        part["seconds"] = np.array([time.perf_counter() - t0])
+        vae = result.results.get("vae")
+        for name, values in (vae.arrays if vae is not None else {}).items():
+            part[f"vae_variant:{name}"] = np.asarray(values, dtype=np.float64)
+        parts.append(part)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, **part)
+    keys = set.intersection(*(set(p) for p in parts))
+    out = {k: np.concatenate([p[k] for p in parts]) for k in keys if k != "seconds"}
+    out["seconds"] = np.array([float(p["seconds"][0]) for p in parts])
+    out["group"] = np.concatenate([np.full(len(p["family"]), i) for i, p in enumerate(parts)])
+    return out
+
+
+def _auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if positive.all() or not positive.any():
+        return float("nan")
+    return float(roc_auc_score(positive, -score))
+
+
+def _image_rule(s: dict[str, np.ndarray], thresholds: dict[str, float]) -> np.ndarray:
+    flag = np.zeros(len(s["family"]), dtype=bool)
+    for col, t in thresholds.items():
+        flag |= s[col] < t
+    return flag
+
+
+def choose_image_rule(
+    s: dict[str, np.ndarray], train: np.ndarray, select_clean: np.ndarray
+) -> dict[str, float]:
+    """Per-source score thresholds (a quantile of the clean selection samples each) that
+    maximise the mean per-family recall over the ``train`` families' samples, with the
+    union's false-positive rate on ``select_clean`` within :data:`FPR_BUDGET`."""
+    import itertools
+
+    fams = sorted(set(s["family"][train]) - {"clean"})
+    cands = {
+        col: [float(np.quantile(s[col][select_clean], q)) if q > 0 else -np.inf
+              for q in _QUANTILES]
+        for col in _SOURCES
+    }  # fmt: skip
+    best, best_key = {c: -np.inf for c in _SOURCES}, (-1.0, 0.0)
+    for combo in itertools.product(*(cands[c] for c in _SOURCES)):
+        th = dict(zip(_SOURCES, combo, strict=True))
+        flag = _image_rule(s, th)
+        fpr = float(flag[select_clean].mean())
+        if fpr > FPR_BUDGET:
+            continue
+        rec = float(np.mean([flag[s["family"] == f].mean() for f in fams]))
+        key = (rec, -fpr)
+        if key > best_key:
+            best, best_key = th, key
+    return best
+
+
+def choose_vae_variant(s: dict[str, np.ndarray], train_mask: np.ndarray) -> str:
+    """The VAE score variant with the best mean per-family AUROC on the train families."""
+    fams = sorted(set(s["family"][train_mask]) - {"clean"})
+    clean = s["family"] == "clean"
+    variants = [k for k in s if k.startswith("vae_variant:")] or ["vae_score"]
+    def mean_auroc(k: str) -> float:
+        return float(np.mean([_auroc(s[k][(s["family"] == f) | clean],
+                                     (s["family"] == f)[(s["family"] == f) | clean])
+                              for f in fams]))  # fmt: skip
+    return max(variants, key=mean_auroc)
+
+
+def lofo_report(s: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per held-out family: AUROCs, default ``is_dirty`` recall, and the recall of the rule
+    chosen on the other families; clean false-positive rates on the clean half not used to
+    choose."""
+    family = s["family"]
+    clean = family == "clean"
+    half = (np.arange(len(family)) % 2) == 0
+    select_clean, report_clean = clean & half, clean & ~half
+    fams = sorted(set(family) - {"clean"})
+    rows: dict[str, Any] = {}
+    for f in fams:
+        held = family == f
+        zone = held | clean
+        train = ~held
+        th = choose_image_rule(s, train, select_clean)
+        tuned_image = _image_rule(s, th)
+        tuned_dirty = tuned_image | (s["is_dirty"] & ~s["is_outlier"])
+        variant = choose_vae_variant(s, train)
+        rows[f] = {
+            "n": int(held.sum()),
+            "outlier_auroc": round(_auroc(s["outlier_score"][zone], held[zone]), 4),
+            "vae_auroc": round(_auroc(s["vae_score"][zone], held[zone]), 4),
+            "vae_variant": variant.removeprefix("vae_variant:"),
+            "vae_variant_auroc": round(_auroc(s[variant][zone], held[zone]), 4),
+            "knn_auroc": round(_auroc(s["knn_outlier_score"][zone], held[zone]), 4),
+            "image_property_auroc": round(_auroc(s["image_property_score"][zone], held[zone]), 4),
+            "is_dirty_recall": round(float(s["is_dirty"][held].mean()), 4),
+            "label_issue_share": round(float(s["is_label_issue"][held].mean()), 4),
+            "tuned_recall": round(float(tuned_dirty[held].mean()), 4),
+            "tuned_clean_fpr": round(float(tuned_dirty[report_clean].mean()), 4),
+            "tuned_image_clean_fpr": round(float(tuned_image[report_clean].mean()), 4),
+        }
+    def col(k: str) -> np.ndarray:
+        return np.array([r[k] for r in rows.values()], dtype=float)
+    summary = {
+        "n": int(len(family)),
+        "n_families": len(fams),
+        "is_dirty_clean_fpr": round(float(s["is_dirty"][clean].mean()), 4),
+        "is_outlier_clean_fpr": round(float(s["is_outlier"][clean].mean()), 4),
+        "label_issue_clean_fpr": round(float(s["is_label_issue"][clean].mean()), 4),
+        "outlier_auroc_mean": round(float(np.nanmean(col("outlier_auroc"))), 4),
+        "outlier_auroc_min": round(float(np.nanmin(col("outlier_auroc"))), 4),
+        "vae_auroc_mean": round(float(np.nanmean(col("vae_auroc"))), 4),
+        "vae_auroc_min": round(float(np.nanmin(col("vae_auroc"))), 4),
+        "vae_variant_auroc_mean": round(float(np.nanmean(col("vae_variant_auroc"))), 4),
+        "vae_variant_auroc_min": round(float(np.nanmin(col("vae_variant_auroc"))), 4),
+        "is_dirty_recall_min": round(float(np.min(col("is_dirty_recall"))), 4),
+        "is_dirty_recall_mean": round(float(np.mean(col("is_dirty_recall"))), 4),
+        "tuned_recall_min": round(float(np.min(col("tuned_recall"))), 4),
+        "tuned_recall_mean": round(float(np.mean(col("tuned_recall"))), 4),
+        "tuned_clean_fpr_max": round(float(np.max(col("tuned_clean_fpr"))), 4),
+        "detection_seconds": [round(float(x), 1) for x in s["seconds"]],
+    }
+    got = {
+        "is_dirty_recall_min": summary["is_dirty_recall_min"],
+        "clean_fpr_max": summary["is_dirty_clean_fpr"],
+        "outlier_auroc_mean": summary["outlier_auroc_mean"],
+        "outlier_auroc_min": summary["outlier_auroc_min"],
+        "vae_auroc_mean": summary["vae_auroc_mean"],
+        "vae_auroc_min": summary["vae_auroc_min"],
+    }
+    summary["targets"] = {
+        k: {"target": t, "value": got[k],
+            "met": bool(got[k] <= t) if k.endswith("_max") else bool(got[k] >= t)}
+        for k, t in LOFO_TARGETS.items()
+    }  # fmt: skip
+    return {"summary": summary, "families": rows}
+
+
+def run_lofo(
+    *, n: int, groups: int, rate: float, severity: int, seed: int, cache: Path | None,
+    fast: bool = False, progress: bool = False,
+) -> dict[str, Any]:
+    """The leave-one-family-out benchmark on the first ``n`` MNIST test images."""
+    clean = _load("mnist")
+    if clean is None:
+        return {"benchmark": "lofo", "skipped": "MNIST test set not found"}
+    clean = clean.subset(np.arange(min(n, len(clean))))
+    t0 = time.perf_counter()
+    s = lofo_scores(clean, groups=groups, rate=rate, severity=severity, seed=seed, cache=cache,
+                    classifier={"model": "svc"} if fast else None, progress=progress)  # fmt: skip
+    record = {"benchmark": "lofo", "n": len(clean), "groups": groups, "rate": rate,
+              "severity": severity, "seed": seed,
+              "classifier": "svc" if fast else "default"}  # fmt: skip
+    record.update(lofo_report(s))
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    return record
+
+
+# ----------------------------------------------------------------------------- label count
+#: Rules for how many labels to flag, compared by :func:`run_label_count`.
+COUNT_RULES = ("predicted_neq_given", "prune_by_noise_rate", "low_self_confidence",
+               "calibrated_count")  # fmt: skip
+
+
+def label_count_rules(labels: np.ndarray, pred_probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Each rule of :data:`COUNT_RULES` applied to the same out-of-fold ``pred_probs``:
+    the label-issue flags ``(N,)`` it gives."""
+    from assay.pipeline.detect.label import label_issues
+
+    out = {}
+    for rule in COUNT_RULES:
+        out[rule] = label_issues(labels, pred_probs, filter_by=rule)["is_issue"]
+    return out
+
+
+def run_label_count(*, data: str, n: int, levels: tuple[float, ...], modes: tuple[str, ...],
+                    seed: int, fast: bool) -> dict[str, Any]:  # fmt: skip
+    """Flagged against true counts of every counting rule at several noise levels."""
+    from assay.pipeline.detect.oof import out_of_fold
+    from assay.pipeline.inject import InjectionConfig, ground_truth, inject
+
+    clean = _load(data)
+    if clean is None:
+        return {"benchmark": "label_count", "skipped": "MNIST test set not found"}
+    clean = clean.subset(np.arange(min(n, len(clean))))
+    rows = []
+    t0 = time.perf_counter()
+    for mode in modes:
+        for level in levels:
+            dirty = inject(clean, InjectionConfig(label_noise=level, label_noise_mode=mode),
+                           seed=seed)  # fmt: skip
+            noisy = ground_truth(dirty)["injected"].to_numpy() == "label_noise"
+            oof = out_of_fold(dirty, seed=seed, model="svc" if fast else "auto")
+            row: dict[str, Any] = {"mode": mode, "noise": level, "n_true": int(noisy.sum())}
+            for rule, flags in label_count_rules(dirty.labels, oof.pred_probs).items():
+                m = prf(flags, noisy)
+                row[rule] = {"n_flagged": m["n_flagged"], "f1": m["f1"]}
+            rows.append(row)
+    def ratio(rule: str) -> list[float]:
+        return [round(r[rule]["n_flagged"] / max(r["n_true"], 1), 3) for r in rows]
+    return {"benchmark": "label_count", "data": data, "n": len(clean), "seed": seed,
+            "classifier": "svc" if fast else "default", "rows": rows,
+            "flagged_over_true": {rule: ratio(rule) for rule in COUNT_RULES},
+            "mean_f1": {rule: round(float(np.mean([r[rule]["f1"] for r in rows])), 4)
+                        for rule in COUNT_RULES},
+            "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
@@ -311,7 +604,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--progress", action="store_true", help="print detection progress")
     parser.add_argument("--keep", type=Path, help="keep each scenario's outputs in this folder")
+    parser.add_argument("--lofo", action="store_true",
+                        help="run the leave-one-family-out corruption benchmark instead")
+    parser.add_argument("--n", type=int, default=10_000, help="LOFO: MNIST images used")
+    parser.add_argument("--groups", type=int, default=3,
+                        help="LOFO: corrupted copies (detection runs); families split among them")
+    parser.add_argument("--rate", type=float, default=0.05, help="LOFO: corrupted share")
+    parser.add_argument("--severity", type=int, default=3, help="LOFO: severity 1..5")
+    parser.add_argument("--cache", type=Path, help="LOFO: keep/reuse detection scores here")
+    parser.add_argument("--fast", action="store_true", help="LOFO: quick SVC classifier")
+    parser.add_argument("--label-count", choices=("digits", "mnist"),
+                        help="compare the rules for how many labels to flag on this data")
     args = parser.parse_args(argv)
+    if args.label_count:
+        _emit(run_label_count(data=args.label_count, n=args.n, levels=(0.05, 0.1, 0.2, 0.35, 0.5),
+                              modes=("symmetric", "asymmetric"), seed=args.seed,
+                              fast=args.fast), args.out)  # fmt: skip
+        return 0
+    if args.lofo:
+        record = run_lofo(n=args.n, groups=args.groups, rate=args.rate, severity=args.severity,
+                          seed=args.seed, cache=args.cache, fast=args.fast,
+                          progress=args.progress)  # fmt: skip
+        _emit(record, args.out)
+        return 0
     if args.list:
         for s in SCENARIOS.values():
             print(f"{s.name:24s} {s.data:7s} {s.preset:14s} targets {s.targets}")
@@ -324,12 +639,17 @@ def main(argv: list[str] | None = None) -> int:
         record = run_scenario(
             SCENARIOS[name], seed=args.seed, progress=args.progress, keep=args.keep
         )
-        line = json.dumps(record, default=_json_default)
-        print(line, flush=True)
-        if args.out is not None:
-            with args.out.open("a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+        _emit(record, args.out)
     return 0
+
+
+def _emit(record: dict[str, Any], out: Path | None) -> None:
+    """Print ``record`` as one JSON line (and append it to ``out``)."""
+    line = json.dumps(record, default=_json_default)
+    print(line, flush=True)
+    if out is not None:
+        with out.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
 
 
 def _json_default(obj: Any) -> Any:

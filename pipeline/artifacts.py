@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -267,26 +268,50 @@ ISSUE_COLUMNS: dict[str, Column] = {
     ),
     "suggested_label_confidence": Column("float", "its out-of-fold probability"),
     "label_score": Column("float", "cleanlab label quality (lower = more likely wrong)"),
-    "is_label_issue": Column("bool", "the given label is likely wrong"),
+    "is_label_issue": Column("bool", "the given label is likely wrong (and no image reason)"),
     "outlier_score": Column("float", "the combined 'does not belong here' ranking"),
-    "is_outlier": Column("bool", "flagged by any out-of-distribution detector"),
-    "vae_score": Column("float", "the VAE's reconstruction score (lower = worse)"),
-    "is_vae_issue": Column("bool", "poorly reconstructed by the VAE"),
+    "is_outlier": Column("bool", "flagged by any out-of-distribution source"),
+    "outlier_sources": Column("str", "comma list of knn_outlier, vae, image_property ('')"),
+    "knn_outlier_score": Column("float", "Datalab's kNN outlier score (lower = worse)"),
+    "vae_score": Column("float", "the VAE's score (lower = worse; below 0.5 flagged)"),
+    "vae_error": Column("float", "the VAE's negative ELBO, in nats"),
+    "image_property_score": Column("float", "the image-property score (lower = worse)"),
+    "image_property_kind": Column("str", "the failed image property ('' if none)"),
     "is_exact_duplicate": Column("bool", "a byte-identical copy of an earlier sample"),
     "is_near_duplicate": Column("bool", "nearly identical to an earlier sample (not exact)"),
     "duplicate_of": Column("int", "sample_id of the first member of its duplicate group; -1"),
     "is_dirty": Column("bool", "any per-sample issue above"),
+    "primary_reason": Column(
+        "str", "the one reason: image_property, outlier, exact_duplicate, near_duplicate, "
+        "label, other ('' if clean)"
+    ),
     "reasons": Column("str", "the issues in plain words, '; '-joined ('' if clean)"),
 }
 
 #: The issue types of :data:`ISSUE_COLUMNS`: name -> (flag column, score column or None).
+#: The VAE and kNN verdicts are the entries of ``outlier_sources`` (one column per fact).
 ISSUE_TYPES: dict[str, tuple[str, str | None]] = {
     "label": ("is_label_issue", "label_score"),
     "outlier": ("is_outlier", "outlier_score"),
-    "vae": ("is_vae_issue", "vae_score"),
     "exact_duplicate": ("is_exact_duplicate", None),
     "near_duplicate": ("is_near_duplicate", None),
 }
+
+#: The outlier sources named in ``outlier_sources``: name -> their score column.
+OUTLIER_SOURCES: dict[str, str] = {
+    "knn_outlier": "knn_outlier_score",
+    "vae": "vae_score",
+    "image_property": "image_property_score",
+}
+
+
+def source_flags(issues: pd.DataFrame, source: str) -> np.ndarray:
+    """bool ``(N,)``: the samples that outlier ``source`` (a key of
+    :data:`OUTLIER_SOURCES`) flagged, read from the ``outlier_sources`` column."""
+    if source not in OUTLIER_SOURCES:
+        raise ValueError(f"`source` must be one of {sorted(OUTLIER_SOURCES)}. Got {source!r}.")
+    listed = issues["outlier_sources"].fillna("").astype(str).str.split(",")
+    return np.fromiter((source in names for names in listed), dtype=bool, count=len(issues))
 
 #: Issue columns beyond :data:`ISSUE_COLUMNS`: a further detector's flag and score.
 ISSUE_FLAG_PATTERN = re.compile(r"is_(?P<name>.+)_issue")

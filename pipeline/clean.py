@@ -21,6 +21,12 @@ Policies
              dropped; the rest (a single detector's flag, or a label issue with weak
              evidence) go to review.
 
+When the issues table has a ``primary_reason`` column (every table the detection stage
+writes), only a sample whose primary reason is ``label`` can be relabelled: an image that
+is out of distribution, corrupted or fails an image property is dropped (or, under
+``review``, sent to review or dropped), never given a new label. The sources named in
+``outlier_sources`` count as one signal each.
+
 A sample flagged as a duplicate counts as a problem only when it is the redundant copy,
 i.e. ``duplicate_of`` names another sample; the copy that the others point at is not
 penalised for having copies. Dataset-level flags (:data:`DATASET_LEVEL`) never count, and
@@ -61,6 +67,12 @@ _DUPLICATE_FLAGS = {"is_exact_duplicate": "exact duplicate", "is_near_duplicate"
 _NAMED_FLAGS = {"is_outlier": "outlier", **_DUPLICATE_FLAGS}
 _NOT_PROBLEMS = {"is_dirty", "is_label_issue", *(f"is_{name}_issue" for name in DATASET_LEVEL)}
 _OUTLIER_SOURCE_FLAGS = {f"is_{name}_issue" for name in OUTLIER_SOURCES}
+#: Plain names of the entries of ``outlier_sources``.
+_SOURCE_NAMES = {
+    "knn_outlier": "outlier in feature space",
+    "vae": "vae outlier",
+    "image_property": "image property",
+}
 
 
 def _problem_flags(issues: pd.DataFrame) -> dict[str, str]:
@@ -151,6 +163,16 @@ def decide(
     )
     flags = _problem_flags(table)
     flag_values = {col: _bool(table, col) for col in flags}
+    primary = (
+        table["primary_reason"].fillna("").astype(str).to_numpy()
+        if "primary_reason" in table.columns
+        else None
+    )
+    outlier_sources = (
+        table["outlier_sources"].fillna("").astype(str).to_numpy()
+        if "outlier_sources" in table.columns
+        else None
+    )
     given_reasons = (
         table["reasons"].fillna("").astype(str).to_numpy()
         if "reasons" in table.columns
@@ -168,6 +190,9 @@ def decide(
         problems: list[str] = []
         exact_copy = False
         sourced = any(flag_values[c][i] for c in _OUTLIER_SOURCE_FLAGS if c in flag_values)
+        if outlier_sources is not None and outlier_sources[i]:
+            sourced = True
+            problems += [_SOURCE_NAMES.get(x, x) for x in outlier_sources[i].split(",")]
         for col, name in flags.items():
             if not flag_values[col][i] or (col == "is_outlier" and sourced):
                 continue
@@ -188,7 +213,13 @@ def decide(
                 )
             else:
                 label_text = f"label issue: given {names[old[i]]}"
-        strong = bool(label_issue[i] and has_suggestion and confidence[i] >= relabel_confidence)
+        label_first = primary is None or primary[i] in ("", "label")
+        strong = bool(
+            label_first
+            and label_issue[i]
+            and has_suggestion
+            and confidence[i] >= relabel_confidence
+        )
         evidence = ([label_text] if label_text else []) + problems
         if not evidence:
             evidence = [given_reasons[i] or "flagged dirty"]

@@ -47,14 +47,16 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from assay.models.judge import Judge, JudgeConfig
+from assay.pipeline import artifacts
 
 # ---------------------------------------------------------------------------- detection
 
-#: detector name -> (flag column, score column or None, ground-truth column)
+#: detector name -> (flag column or outlier source, score column or None, ground-truth
+#: column). An outlier source's flags are read from ``outlier_sources``.
 DETECTOR_TRUTH: dict[str, tuple[str, str | None, str]] = {
     "label": ("is_label_issue", "label_score", "is_label_noise"),
     "outlier": ("is_outlier", "outlier_score", "is_corrupted"),
-    "vae": ("is_vae_issue", "vae_score", "is_corrupted"),
+    "vae": ("vae", "vae_score", "is_corrupted"),
     "exact_duplicate": ("is_exact_duplicate", None, "is_duplicate"),
     "near_duplicate": ("is_near_duplicate", None, "is_duplicate"),
     "dirty": ("is_dirty", None, "is_dirty"),
@@ -135,14 +137,19 @@ def detection_table(issues: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("`issues` and `truth` must cover the same sample ids.")
     rows = []
     for name, (flag_col, score_col, truth_col) in DETECTOR_TRUTH.items():
-        flag_key = flag_col if flag_col in issues.columns else None
         truth_key = f"{truth_col}_truth" if truth_col in issues.columns else truth_col
-        if flag_key is None or truth_key not in merged.columns:
+        if truth_key not in merged.columns:
+            continue
+        if flag_col in artifacts.OUTLIER_SOURCES and "outlier_sources" in merged.columns:
+            flags = artifacts.source_flags(merged, flag_col)
+        elif flag_col in merged.columns:
+            flags = merged[flag_col].to_numpy(dtype=bool)
+        else:
             continue
         scores = merged[score_col] if score_col and score_col in merged.columns else None
         row = detection_metrics(
             merged[truth_key].to_numpy(dtype=bool),
-            merged[flag_key].to_numpy(dtype=bool),
+            flags,
             None if scores is None else scores.to_numpy(dtype=float),
         )
         rows.append({"detector": name, "truth": truth_col, **row})

@@ -187,3 +187,28 @@ def test_cleaned_manifest_carries_the_stages_columns(dataset, issues, tmp_path):
     assert manifest["label"].tolist() == [0, 2, 0, 2, 2]
     assert not manifest["is_dirty"].loc[[0, 3, 10]].any()
     assert io.load(str(out)).columns["decision"].tolist() == manifest["decision"].tolist()
+
+
+def test_relabel_never_applies_to_an_image_reason():
+    """A table made by the detection stage's own merge (combine): an outlier that the label
+    detector also flagged with a confident suggestion is dropped, never relabelled."""
+    from assay.pipeline.detect.base import DetectorResult
+    from assay.pipeline.detect.combine import combine
+
+    rng = np.random.default_rng(0)
+    ds = Dataset.create(rng.integers(0, 256, (4, 4, 4), dtype=np.uint8), np.array([0, 1, 0, 1]),
+                        ["a", "b"])  # fmt: skip
+    ids = ds.sample_ids
+    label = pd.DataFrame({"sample_id": ids, "is_label_issue": [True, True, False, False],
+                          "label_score": [0.1, 0.1, 0.9, 0.9], "suggested_label": [1, 0, 0, 1],
+                          "suggested_label_confidence": [0.95] * 4})  # fmt: skip
+    vae = pd.DataFrame({"sample_id": ids, "is_vae_issue": [True, False, False, False],
+                        "vae_score": [0.1, 0.9, 0.9, 0.9]})  # fmt: skip
+    issues = combine(ds, {"label": DetectorResult("label", label, ""),
+                          "vae": DetectorResult("vae", vae, "")})  # fmt: skip
+    assert issues["primary_reason"].tolist() == ["outlier", "label", "", ""]
+    for policy, first in (("relabel", "drop"), ("review", "review"), ("drop", "drop")):
+        decisions = decide(ds, issues, policy=policy)
+        assert decisions["decision"].tolist()[:2] == [first, "drop" if policy == "drop"
+                                                      else "relabel"], policy  # fmt: skip
+        assert decisions["new_label"].tolist()[0] == -1

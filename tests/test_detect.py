@@ -11,9 +11,10 @@ import pytest
 
 from assay.models.classifier import ClassifierConfig
 from assay.pipeline import io
+from assay.pipeline.clean import clean as clean_dataset
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect import REGISTRY, run_detection
-from assay.pipeline.detect.combine import ISSUE_COLUMNS
+from assay.pipeline.detect.combine import ISSUE_COLUMNS, REASONS
 from assay.pipeline.detect.datalab import _datalab_available, datalab_issues
 from assay.pipeline.inject import InjectionConfig, ground_truth, inject
 
@@ -75,7 +76,9 @@ def test_outputs_schema_and_score_ranges(small, tmp_path):
     assert (issues.loc[clean, "reasons"] == "").all()
     assert (issues.loc[~clean, "reasons"] != "").all()
     flags = [c for c in issues.columns if c.startswith("is_") and c != "is_dirty"]
-    assert {"is_knn_outlier_issue", "is_near_duplicate_issue"} <= set(flags)
+    assert {"is_outlier", "is_near_duplicate", "is_exact_duplicate"} <= set(flags)
+    assert set(issues.loc[~clean, "primary_reason"]) <= set(REASONS)
+    assert (issues.loc[clean, "primary_reason"] == "").all()
     assert set(issues.loc[issues["duplicate_of"] >= 0, "duplicate_of"]) <= set(issues["sample_id"])
 
     noise = np.load(tmp_path / "noise_matrix.npy", allow_pickle=False)
@@ -93,6 +96,20 @@ def test_outputs_schema_and_score_ranges(small, tmp_path):
     assert {"label", "total", "shared:classifier"} <= set(summary["timings"])
     if "vae" in REGISTRY:
         assert (tmp_path / "vae.pt").is_file()
+
+    # Odd images flagged as outliers are reported as such, never as label issues, and the
+    # relabel policy never gives them a new label.
+    odd = ground_truth(small)["is_corrupted"].to_numpy()
+    flagged_odd = odd & issues["is_dirty"].to_numpy()
+    assert flagged_odd.sum() >= 0.5 * odd.sum()
+    assert not issues["is_label_issue"].to_numpy()[issues["is_outlier"].to_numpy()].any()
+    reasons = issues["primary_reason"].to_numpy()
+    assert set(reasons[flagged_odd]) <= {"outlier", "image_property", "exact_duplicate",
+                                         "near_duplicate"}  # fmt: skip
+    _, decisions = clean_dataset(small, issues, policy="relabel")
+    relabelled = decisions["decision"].to_numpy() == "relabel"
+    assert not (relabelled & odd).any()
+    assert (reasons[relabelled] == "label").all()
 
 
 @pytest.mark.parametrize("folds", [1, 0, 2.5, True])

@@ -236,5 +236,40 @@ def test_combine_merges_flags_reasons_and_duplicate_groups():
     assert issues["reasons"][2] == "near duplicate of 20"
     assert issues["reasons"][3] == "outlier in feature space"
     assert issues["reasons"][4] == "exact duplicate of 20"
+    assert issues["primary_reason"].tolist() == [
+        "", "label", "near_duplicate", "outlier", "exact_duplicate"]  # fmt: skip
+    assert issues["outlier_sources"].tolist() == ["", "", "", "knn_outlier", ""]
+    # One column per fact: the detectors' own flag columns are folded in, not copied.
+    for folded in ("is_knn_outlier_issue", "is_exact_duplicate_issue", "exact_duplicate_score",
+                   "is_near_duplicate_issue", "near_duplicate_score", "is_vae_issue"):
+        assert folded not in issues.columns
     # Missing detectors: neutral values.
-    assert issues["vae_score"].eq(1.0).all() and not issues["is_vae_issue"].any()
+    assert issues["vae_score"].eq(1.0).all()
+
+
+def test_an_image_reason_is_never_a_label_issue():
+    """An image flagged as an outlier or a property failure gets that as its only reason,
+    even when the label detector also flagged it with a suggested label."""
+    images = np.arange(4 * 4, dtype=np.uint8).reshape(4, 2, 2)
+    ds = Dataset.create(images, np.array([0, 1, 0, 1]), ["zero", "one"])
+    ids = ds.sample_ids
+    results = {
+        "label": _result(
+            "label", ids, [True, True, True, False], [0.1, 0.1, 0.1, 0.9],
+            suggested_label=[1, 0, 1, 1], suggested_label_confidence=[0.9] * 4,
+        ),
+        "vae": _result("vae", ids, [True, False, False, False], [0.1, 0.9, 0.9, 0.9],
+                       vae_error=[9.0, 1.0, 1.0, 1.0]),
+        "image_property": _result(
+            "image_property", ids, [False, True, False, False], [0.9, 0.0, 0.9, 0.9],
+            image_property_kind=["", "blank", "", ""],
+        ),
+    }  # fmt: skip
+    issues = combine(ds, results)
+    assert issues["primary_reason"].tolist() == ["outlier", "image_property", "label", ""]
+    assert issues["is_label_issue"].tolist() == [False, False, True, False]
+    assert issues["reasons"][0] == "poorly explained by the VAE"
+    assert issues["reasons"][1] == "image property: blank"
+    assert "likely" not in issues["reasons"][0] + issues["reasons"][1]
+    assert issues["outlier_sources"].tolist() == ["vae", "image_property", "", ""]
+    assert issues["vae_error"].tolist() == [9.0, 1.0, 1.0, 1.0]

@@ -59,7 +59,8 @@ def test_result_has_the_agreed_shape(dirty_result):
     # flag iff score < 0.5 (the score is 0.5 exactly at the threshold)
     assert t["is_vae_issue"].equals(t["vae_score"] < 0.5)
     assert res.summary.startswith("vae: ") and "flagged" in res.summary
-    assert res.info["k"] == 4.0 and set(res.info["reference"]) == {"log_nelbo", "log_div"}
+    assert res.info["k"] == 4.0 and set(res.info["reference"]) == {"log_nelbo", "log_div", "lr"}
+    assert res.info["method"] == "per_class_current_or_complexity_two_sided"
 
 
 def test_injected_dirt_is_found(dirty_result):
@@ -76,7 +77,7 @@ def test_saved_model_scores_new_images_like_the_run(dirty_result):
     meta = json.loads((out / "vae.json").read_text())
     assert meta["k"] == 4.0 and meta["threshold"]["rule"] == "d > k"
     assert meta["config"]["kind"] == "mlp" and (out / "vae.pt").is_file()
-    scores, flags = score_images(out, ds.images, device="cpu")
+    scores, flags = score_images(out, ds.images, labels=ds.labels, device="cpu")
     np.testing.assert_allclose(scores, res.table["vae_score"], rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(flags, res.table["is_vae_issue"])
     blank = np.full((2, 8, 8), 140, dtype=np.uint8)

@@ -37,7 +37,7 @@ from assay.pipeline.detect import datalab as _datalab  # noqa: F401  (registers 
 from assay.pipeline.detect import duplicate as _duplicate  # noqa: F401
 from assay.pipeline.detect import label as _label  # noqa: F401
 from assay.pipeline.detect.base import REGISTRY, DetectorResult
-from assay.pipeline.detect.combine import DATASET_LEVEL, OUTLIER_SOURCES, combine
+from assay.pipeline.detect.combine import DATASET_LEVEL, OUTLIER_SOURCES, REASONS, combine
 from assay.pipeline.detect.context import DetectionContext
 from assay.pipeline.detect.datalab import DetectorUnavailable
 from assay.pipeline.detect.oof import OOFResult
@@ -304,14 +304,14 @@ def _summary(
     counts = {
         "label": int(issues["is_label_issue"].sum()),
         "outlier": int(issues["is_outlier"].sum()),
-        "vae": int(issues["is_vae_issue"].sum()),
         "exact_duplicate": int(issues["is_exact_duplicate"].sum()),
         "near_duplicate": int(issues["is_near_duplicate"].sum()),
     }
     for name, res in results.items():
-        if name not in counts and res.flag_column in issues:
-            counts[name] = int(issues[res.flag_column].sum())
+        if name not in counts and name != "label":
+            counts[name] = int(res.table[res.flag_column].sum())
     counts["dirty"] = int(issues["is_dirty"].sum())
+    primary = issues["primary_reason"].value_counts()
     oof = context._oof
     label_info = results["label"].info if "label" in results else {}
     return {
@@ -320,6 +320,7 @@ def _summary(
         "class_names": list(dataset.class_names),
         "counts": counts,
         "n_dirty": counts["dirty"],
+        "primary_reasons": {r: int(primary.get(r, 0)) for r in REASONS},
         "dirty_fraction": counts["dirty"] / max(len(dataset), 1),
         "folds": int(folds),
         "seed": context.seed,

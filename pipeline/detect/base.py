@@ -27,6 +27,8 @@ class DetectorResult:
     table: pd.DataFrame
     summary: str
     info: dict[str, Any] = field(default_factory=dict)
+    #: Per-sample intermediate arrays ``(N,)`` kept in memory for benchmarks (never written).
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def flag_column(self) -> str:

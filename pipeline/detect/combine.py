@@ -2,27 +2,52 @@
 
 Columns
 -------
+One column per fact; every detector's own flag is folded into the one flag of its kind.
+
 sample_id                   int64   the dataset's ids, in dataset order
 given_label                 int64   the label as given
 suggested_label             int64   the classifier's most probable class (given label
                                     when the classifier did not run)
 suggested_label_confidence  float   its out-of-fold probability
 label_score                 float   cleanlab label quality (lower = more likely wrong)
-is_label_issue              bool
+is_label_issue              bool    the label looks wrong *and* the image itself is fine:
+                                    never set for an image with an image reason (below)
 outlier_score               float   the project's single "does not belong here" ranking
                                     (see :func:`combine_outlier_scores`)
-is_outlier                  bool    flagged by any of the out-of-distribution detectors:
-                                    Datalab kNN outlier, VAE, image properties
-vae_score, is_vae_issue             the VAE detector's
+is_outlier                  bool    flagged by at least one out-of-distribution detector
+                                    (:data:`OUTLIER_SOURCES`)
+outlier_sources             str     which of them, ``","``-joined (``""`` if none)
+knn_outlier_score           float   Datalab's kNN score in the classifier's feature space
+vae_score                   float   the VAE detector's score
+vae_error                   float   the VAE's negative ELBO, nats
+image_property_score        float   the image-property detector's score
+image_property_kind         str     the failed property (``""`` if none)
 is_exact_duplicate          bool    a byte-identical copy of an earlier sample
 is_near_duplicate           bool    nearly identical to an earlier sample (not exact)
 duplicate_of                int64   ``sample_id`` of the first member of the sample's
                                     duplicate group (exact and near merged); -1 if none
+is_non_iid_issue, non_iid_score     dataset-level: Datalab's non-iid test
+is_class_imbalance_issue, class_imbalance_score
+                                    dataset-level: a sample of a rare class
 is_dirty                    bool    any per-sample issue above
-reasons                     str     the issues in plain words, ``"; "``-joined ("" if clean)
+primary_reason              str     the one reason the sample is dirty (:data:`REASONS`,
+                                    ``""`` if clean)
+reasons                     str     every issue in plain words, ``"; "``-joined
 
-plus ``is_<name>_issue`` / ``<name>_score`` (and any extra columns) of every further
-detector: ``knn_outlier``, ``image_property``, ``non_iid``, ``class_imbalance``, …
+Further registered detectors add their ``is_<name>_issue`` / ``<name>_score`` columns.
+
+Primary reason
+--------------
+A dirty sample gets exactly one ``primary_reason``, the first that applies of
+``image_property`` (blank, dark, noisy... : the file itself is broken), ``outlier`` (the
+image is out of distribution or corrupted), ``exact_duplicate``, ``near_duplicate``,
+``label`` and ``other`` (a further registered detector's flag). An image with an image
+reason is never reported as a label issue: the classifier's prediction for a corrupted
+or foreign image says nothing about its true class, and relabelling it would put a
+wrong sample back into the data under a made-up label. ``label_score`` and
+``suggested_label`` stay what the classifier said (facts), but ``is_label_issue`` is
+cleared and ``reasons`` does not suggest a label. A duplicate keeps its label flag: a
+copy can carry a wrong label, and its copy status is the primary reason.
 
 Non-iid ordering and class imbalance describe the dataset rather than a sample (a sample
 of a rare class is not dirty), so they are kept as columns and counted in the summary but
@@ -68,17 +93,41 @@ __all__ = [
     "DATASET_LEVEL",
     "COMBINATIONS",
     "ISSUE_COLUMNS",
+    "REASONS",
 ]
 
-#: Detectors whose scores make up ``outlier_score`` (and whose flags make ``is_outlier``).
+#: Detectors whose scores make up ``outlier_score`` (and whose flags make ``is_outlier``);
+#: :mod:`pipeline.clean` reads the same names from ``outlier_sources``.
 OUTLIER_SOURCES = ("knn_outlier", "vae", "image_property")
 #: Detectors that describe the dataset, not a sample: not part of ``is_dirty``.
 DATASET_LEVEL = ("non_iid", "class_imbalance")
 #: Ways of combining the outlier sources.
 COMBINATIONS = ("rank_min", "rank_mean", "min")
 
+#: The values of ``primary_reason`` for a dirty sample, in order of precedence.
+REASONS = ("image_property", "outlier", "exact_duplicate", "near_duplicate", "label", "other")
+#: Reasons that are about the image itself: such an image is never a label issue.
+IMAGE_REASONS = ("image_property", "outlier")
+
 #: The columns every ``issues.parquet`` starts with, in order (:data:`artifacts.ISSUE_COLUMNS`).
 ISSUE_COLUMNS = tuple(artifacts.ISSUE_COLUMNS)
+#: Detector columns folded into the columns above (one column per fact), not copied.
+_FOLDED = {
+    "label": {"is_label_issue", "label_score", "suggested_label", "suggested_label_confidence"},
+    "knn_outlier": {"is_knn_outlier_issue", "knn_outlier_score"},
+    "vae": {"is_vae_issue", "vae_score", "vae_error"},
+    "image_property": {
+        "is_image_property_issue",
+        "image_property_score",
+        "image_property_kind",
+    },
+    "exact_duplicate": {
+        "is_exact_duplicate_issue",
+        "exact_duplicate_score",
+        "exact_duplicate_of",
+    },
+    "near_duplicate": {"is_near_duplicate_issue", "near_duplicate_score", "near_duplicate_of"},
+}
 
 
 def _ranks(score: np.ndarray) -> np.ndarray:
@@ -161,22 +210,24 @@ def combine(
     label_score = _column(results, "label", "label_score", 1.0, n).astype(np.float64)
     is_label = _column(results, "label", "is_label_issue", False, n).astype(bool)
 
+    present = [name for name in OUTLIER_SOURCES if name in results]
     sources = {
         name: results[name].table[results[name].score_column].to_numpy(dtype=np.float64)
-        for name in OUTLIER_SOURCES
-        if name in results
+        for name in present
     }
     outlier_score = (
         combine_outlier_scores(sources, method=outlier_method) if sources else np.ones(n)
     )
     flags = {
         name: results[name].table[results[name].flag_column].to_numpy(dtype=bool)
-        for name in OUTLIER_SOURCES
-        if name in results
+        for name in present
     }
     is_outlier = np.logical_or.reduce(list(flags.values())) if flags else np.zeros(n, bool)
-    vae_score = _column(results, "vae", "vae_score", 1.0, n).astype(np.float64)
-    is_vae = _column(results, "vae", "is_vae_issue", False, n).astype(bool)
+    source_names = np.array(
+        [",".join(name for name in present if flags[name][i]) for i in range(n)], dtype=object
+    )
+    is_property = flags.get("image_property", np.zeros(n, dtype=bool))
+    kind = _column(results, "image_property", "image_property_kind", "", n).astype(str)
 
     # Duplicates: exact groups and near-duplicate groups merged; the first member in
     # dataset order is the original.
@@ -191,6 +242,18 @@ def combine(
     is_exact = exact_of >= 0
     is_near = later & ~is_exact
 
+    # One primary reason: an image reason wins, and such an image is no label issue.
+    is_label = is_label & ~is_outlier
+    primary = np.full(n, "", dtype=object)
+    for reason, mask in (
+        ("label", is_label),
+        ("near_duplicate", is_near),
+        ("exact_duplicate", is_exact),
+        ("outlier", is_outlier & ~is_property),
+        ("image_property", is_property),
+    ):  # lowest precedence first, so later ones overwrite
+        primary[mask] = reason
+
     frame = pd.DataFrame(
         {
             "sample_id": ids.astype(np.int64),
@@ -201,8 +264,15 @@ def combine(
             "is_label_issue": is_label,
             "outlier_score": outlier_score,
             "is_outlier": is_outlier,
-            "vae_score": vae_score,
-            "is_vae_issue": is_vae,
+            "outlier_sources": source_names.astype(str),
+            "knn_outlier_score": _column(results, "knn_outlier", "knn_outlier_score", 1.0, n)
+            .astype(np.float64),
+            "vae_score": _column(results, "vae", "vae_score", 1.0, n).astype(np.float64),
+            "vae_error": _column(results, "vae", "vae_error", np.nan, n).astype(np.float64),
+            "image_property_score": _column(
+                results, "image_property", "image_property_score", 1.0, n
+            ).astype(np.float64),
+            "image_property_kind": kind,
             "is_exact_duplicate": is_exact,
             "is_near_duplicate": is_near,
             "duplicate_of": duplicate_of,
@@ -210,36 +280,37 @@ def combine(
     )
 
     # Further detectors: their flag/score pair and extra columns, in registry order.
-    taken = set(frame.columns) | {"is_dirty", "reasons"}
-    own = {
-        "label": {"is_label_issue", "label_score", "suggested_label", "suggested_label_confidence"},
-        "vae": {"is_vae_issue", "vae_score"},
-        "exact_duplicate": {"exact_duplicate_of"},
-        "near_duplicate": {"near_duplicate_of"},
-    }
+    taken = set(ISSUE_COLUMNS)
     extra_flags: list[str] = []
     for name, res in results.items():
         for col in res.table.columns:
-            if col == "sample_id" or col in own.get(name, set()):
+            if col == "sample_id" or col in _FOLDED.get(name, set()):
                 continue
             target = col if col not in taken else f"{name}__{col}"
             frame[target] = res.table[col].to_numpy()
             taken.add(target)
-        if name not in ("label", "vae") and name not in DATASET_LEVEL:
+        if name not in _FOLDED and name not in DATASET_LEVEL:
             extra_flags.append(res.flag_column)
 
-    dirty = is_label | is_outlier | is_vae | is_exact | is_near
+    dirty = is_label | is_outlier | is_exact | is_near
     for col in extra_flags:
         dirty |= frame[col].to_numpy(dtype=bool)
+    primary[dirty & (primary == "")] = "other"
     frame["is_dirty"] = dirty
-    frame["reasons"] = _reasons(frame, results, names, extra_flags)
+    frame["primary_reason"] = primary.astype(str)
+    frame["reasons"] = _reasons(frame, names, extra_flags)
     rest = [c for c in frame.columns if c not in ISSUE_COLUMNS]
     return frame[list(ISSUE_COLUMNS) + rest]
 
 
+_SOURCE_WORDS = {
+    "knn_outlier": "outlier in feature space",
+    "vae": "poorly explained by the VAE",
+}
+
+
 def _reasons(
     frame: pd.DataFrame,
-    results: dict[str, DetectorResult],
     class_names: tuple[str, ...],
     extra_flags: list[str],
 ) -> np.ndarray:
@@ -257,33 +328,18 @@ def _reasons(
         lambda i: f"label issue (given {class_names[given[i]]}, "
         f"likely {class_names[sugg[i]]})",
     )
-    knn = frame.get("is_knn_outlier_issue")
-    if knn is not None:
-        add(knn.to_numpy(dtype=bool), "outlier in feature space")
-    add(frame["is_vae_issue"].to_numpy(), "poorly reconstructed by the VAE")
-    if "is_image_property_issue" in frame:
-        kinds = (
-            frame["image_property_kind"].astype(str).to_numpy()
-            if "image_property_kind" in frame
-            else np.full(n, "")
-        )
-        add(
-            frame["is_image_property_issue"].to_numpy(dtype=bool),
-            lambda i: f"image property: {kinds[i].replace('_', ' ')}"
-            if kinds[i]
-            else "image property",
-        )
+    sources = frame["outlier_sources"].to_numpy()
+    kinds = frame["image_property_kind"].to_numpy()
+    for name, words in _SOURCE_WORDS.items():
+        add(np.array([name in s.split(",") for s in sources]), words)
+    add(
+        np.array(["image_property" in s.split(",") for s in sources]),
+        lambda i: f"image property: {kinds[i].replace('_', ' ')}" if kinds[i] else "image property",
+    )
     dup = frame["duplicate_of"].to_numpy()
     add(frame["is_exact_duplicate"].to_numpy(), lambda i: f"exact duplicate of {dup[i]}")
     add(frame["is_near_duplicate"].to_numpy(), lambda i: f"near duplicate of {dup[i]}")
-    handled = {
-        "is_knn_outlier_issue",
-        "is_image_property_issue",
-        "is_exact_duplicate_issue",
-        "is_near_duplicate_issue",
-    }
     for col in extra_flags:
-        if col not in handled:
-            words = col.removeprefix("is_").removesuffix("_issue").replace("_", " ")
-            add(frame[col].to_numpy(dtype=bool), words)
+        words = col.removeprefix("is_").removesuffix("_issue").replace("_", " ")
+        add(frame[col].to_numpy(dtype=bool), words)
     return np.array(["; ".join(p) for p in parts], dtype=object)

@@ -14,8 +14,9 @@ issue types that share one k-nearest-neighbour graph:
   precision 0.96 at recall 0.87 there). (The final ``outlier_score`` of
   ``issues.parquet`` combines this with the VAE and image properties, see
   :mod:`pipeline.detect.combine`; the Datalab score alone is kept as ``knn_outlier_score``.)
-- ``near_duplicate``: pairs closer than ``0.13 x`` the median nearest-neighbour distance,
-  united with the shift-aligned pixel copies of
+- ``near_duplicate``: Datalab's pairs closer than ``0.13 x`` the median nearest-neighbour
+  distance, kept when also closer than ``0.13 x`` the median of *their class* (a tight
+  class of simple shapes is held to its own spread), united with the shift-aligned pixel copies of
   :func:`pipeline.detect.duplicate.pixel_near_duplicates` (an embedding trained for
   classification is not guaranteed to keep a lightly noised copy next to its original).
   The pairs are merged into groups; the first member in dataset order is the original,
@@ -45,7 +46,11 @@ import pandas as pd
 
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect.base import DetectorResult, register
-from assay.pipeline.detect.duplicate import PIXEL_RATIO, pixel_near_duplicates
+from assay.pipeline.detect.duplicate import (
+    PIXEL_RATIO,
+    class_reference,
+    pixel_near_duplicates,
+)
 
 __all__ = [
     "DetectorUnavailable",
@@ -342,6 +347,23 @@ def detect_knn_outlier(
     )
 
 
+def _per_class_pairs(pairs: np.ndarray, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The pairs closer than :data:`NEAR_DUPLICATE_THRESHOLD` times their class's median
+    nearest-neighbour distance in feature space (the smaller of the two classes'), so a
+    tight class (simple shapes) is held to its own spread, not the dataset's."""
+    from sklearn.neighbors import NearestNeighbors
+
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if len(pairs) == 0 or len(features) < 3:
+        return pairs
+    x = np.asarray(features, dtype=np.float32)
+    dist, _ = NearestNeighbors(n_neighbors=2).fit(x).kneighbors(x)
+    ref = class_reference(dist[:, 1], labels)
+    d = np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=1)
+    limit = NEAR_DUPLICATE_THRESHOLD * np.minimum(ref[pairs[:, 0]], ref[pairs[:, 1]])
+    return pairs[d < limit]
+
+
 @register("near_duplicate")
 def detect_near_duplicate(
     dataset: Dataset,
@@ -372,15 +394,18 @@ def detect_near_duplicate(
     """
     n = len(dataset)
     pixel_pairs, relative = pixel_near_duplicates(
-        dataset.images, ratio=pixel_ratio, max_shift=max_shift, seed=context.seed
-    )
+        dataset.images, labels=dataset.labels, ratio=pixel_ratio, max_shift=max_shift,
+        seed=context.seed,
+    )  # fmt: skip
     score = np.clip(relative, 0.0, 1.0)
     info: dict[str, Any] = {"k": k, "pixel_ratio": pixel_ratio, "max_shift": max_shift}
     feature_pairs = np.zeros((0, 2), dtype=np.int64)
     try:
         shared = _shared(dataset, context, k=k, backend=backend)
         entry = _entry(shared, "near_duplicate")
-        feature_pairs = _sets_to_pairs(entry["sets"])
+        feature_pairs = _per_class_pairs(
+            _sets_to_pairs(entry["sets"]), context.features, dataset.labels
+        )
         score = np.minimum(score, entry["score"])
         info.update({"backend": shared["backend"], **entry["info"]})
     except Exception as exc:

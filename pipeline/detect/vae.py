@@ -41,6 +41,46 @@ but raises the share of corrupted images past the threshold by 10 to 15 points, 
 the clean images are fitted more tightly than the left-out ones. ``refit_drop=0`` trains
 once.
 
+Which deviation (``method``)
+----------------------------
+:func:`variants` computes several candidate deviations from the same model, and
+``benchmarks/detect.py --lofo`` (leave one corruption family out, 33 families of
+:mod:`pipeline.inject.corruptions`) measures which generalises to families it was not
+chosen on:
+
+- ``current``: the rule above, one reference for the whole dataset;
+- ``complexity``: the likelihood ratio to a generic lossless compressor,
+  ``S(x) = -log2 p(x) - L(x)`` with ``L`` the compressed length in bits
+  (:func:`complexity_bits`; Serrà et al. 2020, "Input complexity and out-of-distribution
+  detection with likelihood-based generative models"). It corrects the bias of
+  likelihoods towards simple images; ``_two_sided`` uses ``|z|``, so images far *more*
+  likely than the compressor expects count too;
+- ``nelbo_two_sided``: ``|z|`` of the log negative ELBO alone;
+- ``current_or_complexity[_two_sided]``: the larger of ``current`` and the complexity z;
+- ``per_class_*``: the same, but every z-score is taken against the median and MAD of the
+  sample's own given class. A "1" and an "8" differ several-fold in negative ELBO (ink
+  area), so one global reference hides a blurred "1" among ordinary "8"s; each class's
+  own spread does not. Labels are only used to group the references; the VAE itself is
+  still trained without them, and a few wrong labels barely move a class's median.
+
+Measured on the first 3,000 MNIST test images, three detection runs each with 5 % of the
+images corrupted at severity 3 by 11 families (all 33 families, 13-14 images each, seed
+0), mean / lowest per-family AUROC: ``current`` 0.878 / 0.352, ``complexity`` 0.428 / 0.0
+(on MNIST with a Bernoulli decoder, noise and blur raise the compressed length about as
+much as the negative ELBO, so the ratio alone cancels the very evidence that matters),
+``complexity_two_sided`` 0.769 / 0.401, ``per_class_current`` 0.909 / 0.237 and
+``per_class_current_or_complexity_two_sided`` 0.940 / 0.624. Per-class references are
+the larger gain; the two-sided complexity term is what catches images made *simpler*
+than the data (``posterize``: AUROC 0.237 without it, 0.870 with it), which a
+likelihood alone ranks as more typical than clean digits. The default is therefore
+``per_class_current_or_complexity_two_sided``; at ``k = 4`` it flagged 0.8 % of the
+clean images (``per_class_current`` 0.5 %, ``current`` 0.04 %) on the first run.
+
+:func:`score_images` scores new images against the training data's references: per
+class when it is given their labels and the model was trained with a ``per_class_``
+method, else against the whole data's reference (with the same method where it is
+``current`` or ``current_or_complexity_two_sided``, else ``current``).
+
 With ``out_dir`` the model is saved as ``vae.pt`` + ``vae.json`` (config, reference
 statistics, ``k``), and :func:`score_images` scores new images (a GAN's samples, say)
 against the same reference, so their scores mean the same as the dataset's.
@@ -60,13 +100,39 @@ import pandas as pd
 from assay.pipeline import atomic
 from assay.pipeline.detect.base import DetectorResult, register
 
-__all__ = ["detect_vae", "deviation", "score_images", "LOW_MARGIN"]
+__all__ = [
+    "detect_vae",
+    "deviation",
+    "score_images",
+    "variants",
+    "complexity_bits",
+    "LOW_MARGIN",
+    "METHOD",
+    "METHODS",
+]
 
 #: How far (robust SDs) below the median log-nelbo an image must lie before its
 #: "too simple" side starts to count (see the module docstring).
 LOW_MARGIN = 3.0
 #: Smallest robust scale allowed on the log scale (a 2 % change in error).
 _SCALE_FLOOR = 0.02
+#: The deviations :func:`variants` computes (the ``method`` option of :func:`detect_vae`).
+METHODS = tuple(
+    f"{prefix}{name}"
+    for prefix in ("", "per_class_")
+    for name in (
+        "current",
+        "nelbo_two_sided",
+        "complexity",
+        "complexity_two_sided",
+        "current_or_complexity",
+        "current_or_complexity_two_sided",
+    )
+)
+#: The default ``method`` (chosen by the leave-one-family-out benchmark, see above).
+METHOD = "per_class_current_or_complexity_two_sided"
+#: Methods :func:`score_images` can reproduce for new images.
+_SCORABLE = ("current", "current_or_complexity_two_sided")
 MODEL_FILE = "vae.pt"
 META_FILE = "vae.json"
 
@@ -109,7 +175,76 @@ def deviation(terms: dict[str, np.ndarray], reference: dict[str, dict[str, float
 
 
 def _to_score(d: np.ndarray, k: float) -> np.ndarray:
-    return np.clip(np.exp2(-np.maximum(d, 0.0) / k), 0.0, 1.0)
+    """Strictly decreasing in ``d`` (so the score ranks every image), 0.5 at ``d = k``."""
+    return np.clip(1.0 / (1.0 + np.exp2(np.clip((d - k) / 2.0, -60, 60))), 0.0, 1.0)
+
+
+def complexity_bits(images: np.ndarray) -> np.ndarray:
+    """Each image's length in bits under a lossless compressor, float64 ``(N,)``.
+
+    The shorter of zlib (level 9) on the raw bytes and on the horizontal differences
+    (PNG's "Sub" filter), an input-complexity estimate in the sense of Serrà et al. (2020).
+    """
+    import zlib
+
+    flat = np.ascontiguousarray(images.reshape(len(images), -1))
+    diff = np.diff(images.astype(np.int16), axis=2, prepend=0).astype(np.uint8)
+    diff = np.ascontiguousarray(diff.reshape(len(images), -1))
+    return 8.0 * np.array(
+        [min(len(zlib.compress(a.tobytes(), 9)), len(zlib.compress(b.tobytes(), 9)))
+         for a, b in zip(flat, diff, strict=True)],
+        dtype=np.float64,
+    )  # fmt: skip
+
+
+def _robust_z(v: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Modified z-score of ``v`` against its median / MAD (per group when given)."""
+    if groups is None:
+        groups = np.zeros(len(v), dtype=np.int64)
+    z = np.zeros(len(v))
+    for g in np.unique(groups):
+        m = groups == g
+        med = np.median(v[m])
+        scale = max(1.4826 * float(np.median(np.abs(v[m] - med))), _SCALE_FLOOR)
+        z[m] = (v[m] - med) / scale
+    return z
+
+
+def _likelihood_ratio(terms: dict[str, np.ndarray], images: np.ndarray) -> np.ndarray:
+    """Serrà's ``S(x) = -log2 p(x) - L(x)``, bits ``(N,)``."""
+    return terms["nelbo"] / np.log(2.0) - complexity_bits(images)
+
+
+def _method_deviation(
+    terms: dict[str, np.ndarray], lr: np.ndarray, reference: dict[str, Any], method: str
+) -> np.ndarray:
+    """The deviation of a :data:`_SCORABLE` method against one reference."""
+    d = deviation(terms, reference)
+    if method.endswith("current_or_complexity_two_sided"):
+        zs = (lr - reference["lr"]["median"]) / reference["lr"]["scale"]
+        d = np.maximum(d, np.abs(zs) - 1.0)
+    return d
+
+
+def variants(
+    terms: dict[str, np.ndarray], images: np.ndarray, labels: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Candidate deviations (higher = more atypical), ``(N,)`` each, for the benchmark to
+    choose among (see the module docstring)."""
+    sig = _signals(terms)
+    lr = _likelihood_ratio(terms, images)
+    out = {}
+    for name, groups in (("", None), ("per_class_", labels)):
+        zn, zd, zs = (_robust_z(sig["log_nelbo"], groups), _robust_z(sig["log_div"], groups),
+                      _robust_z(lr, groups))  # fmt: skip
+        current = np.maximum.reduce([zn, zd, -zn - LOW_MARGIN])
+        out[f"{name}current"] = current
+        out[f"{name}nelbo_two_sided"] = np.abs(zn)
+        out[f"{name}complexity"] = zs
+        out[f"{name}complexity_two_sided"] = np.abs(zs)
+        out[f"{name}current_or_complexity"] = np.maximum(current, zs)
+        out[f"{name}current_or_complexity_two_sided"] = np.maximum(current, np.abs(zs) - 1.0)
+    return out
 
 
 def _ctx(context: Any, name: str, default: Any) -> Any:
@@ -128,9 +263,10 @@ def detect_vae(
     refit_mode: str = "continue",
     out_dir: str | Path | None = None,
     config: dict[str, Any] | None = None,
+    method: str = METHOD,
     **_: Any,
 ) -> DetectorResult:
-    """Flag images with an atypical VAE error (label-free).
+    """Flag images with an atypical VAE error.
 
     Parameters
     ----------
@@ -153,6 +289,9 @@ def detect_vae(
         Folder to save ``vae.pt`` and ``vae.json`` into, for :func:`score_images`.
     config : dict, optional, keyword-only
         Overrides of :class:`models.vae.VAEConfig` fields (``epochs``, ``latent_dim``…).
+    method : str, keyword-only
+        Which deviation makes the score, one of :data:`METHODS` (see the module
+        docstring); ``"current"`` is the label-free global rule.
 
     Returns
     -------
@@ -165,6 +304,8 @@ def detect_vae(
 
     if not np.isfinite(k) or k <= 0:
         raise ValueError(f"`k` must be a positive number. Got {k!r} instead.")
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}. Got {method!r} instead.")
     if refit_mode not in ("continue", "scratch"):
         raise ValueError(
             f"`refit_mode` must be 'continue' or 'scratch'. Got {refit_mode!r} instead."
@@ -197,8 +338,17 @@ def detect_vae(
         epochs.append(len(model.history_.loss))
     seconds = time.perf_counter() - t0
 
-    reference = _reference(_signals(terms))
-    d = deviation(terms, reference)
+    labels = getattr(dataset, "labels", None)
+    sig = {**_signals(terms), "lr": _likelihood_ratio(terms, images)}
+    reference = _reference(sig)
+    class_ref = {}
+    if labels is not None:
+        class_ref = {
+            str(int(c)): _reference({n: v[labels == c] for n, v in sig.items()})
+            for c in np.unique(labels)
+        }
+    candidates = variants(terms, images, getattr(dataset, "labels", None))
+    d = candidates[method]
     score = _to_score(d, k)
     flag = d > k
     table = pd.DataFrame(
@@ -210,6 +360,7 @@ def detect_vae(
         }
     )
     info: dict[str, Any] = {
+        "method": method,
         "k": float(k),
         "low_margin": LOW_MARGIN,
         "reference": reference,
@@ -232,6 +383,8 @@ def detect_vae(
             "k": float(k),
             "low_margin": LOW_MARGIN,
             "reference": reference,
+            "method": method,
+            "class_reference": class_ref,
             "threshold": {"rule": "d > k", "k": float(k), "score_below": 0.5},
             "n_train": int(len(images) - n_dropped),
         }
@@ -242,13 +395,15 @@ def detect_vae(
         f"robust SD on log scale; {cfg.kind} VAE, {'+'.join(map(str, epochs))} epochs, "
         f"{seconds:.1f}s)"
     )
-    return DetectorResult(name="vae", table=table, summary=summary, info=info)
+    arrays = {name: -v for name, v in candidates.items()}
+    return DetectorResult(name="vae", table=table, summary=summary, info=info, arrays=arrays)
 
 
 def score_images(
     model_dir: str | Path,
     images: np.ndarray,
     *,
+    labels: np.ndarray | None = None,
     device: str | None = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score new images with a VAE saved by :func:`detect_vae` (``out_dir``).
@@ -259,6 +414,11 @@ def score_images(
         Folder holding ``vae.pt`` and ``vae.json``.
     images : ndarray of uint8, shape (M, H, W) or (M, H, W, C)
         Same image shape as the data the VAE was trained on.
+    labels : ndarray of int, shape (M,), optional, keyword-only
+        The images' classes (a conditional GAN's requested labels, say). With them, and a
+        model trained with a ``per_class_`` method, each image is judged against its
+        class's reference like the training data was; without them against the whole
+        training data's.
     device : str, optional, keyword-only
         ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
 
@@ -281,6 +441,24 @@ def score_images(
         if key not in meta:
             raise ValueError(f"{meta_path}: no {key!r} field; not written by detect_vae.")
     model = VAE.load(model_dir / MODEL_FILE, device=device)
-    d = deviation(model.error_terms(images), meta["reference"])
+    terms = model.error_terms(images)
+    method = str(meta.get("method", "current")).removeprefix("per_class_")
+    reference = meta["reference"]
+    if method not in _SCORABLE or "lr" not in reference:
+        method = "current"
+    lr = _likelihood_ratio(terms, images) if method != "current" else np.zeros(len(images))
+    d = _method_deviation(terms, lr, reference, method)
+    per_class = meta.get("class_reference") or {}
+    if labels is not None and str(meta.get("method", "")).startswith("per_class_") and per_class:
+        labels = np.asarray(labels)
+        if labels.shape != (len(images),):
+            raise ValueError(
+                f"`labels` must have shape ({len(images)},). Got {labels.shape} instead."
+            )
+        for c in np.unique(labels):
+            if str(int(c)) in per_class:
+                m = labels == c
+                d[m] = _method_deviation({n: v[m] for n, v in terms.items()}, lr[m],
+                                         per_class[str(int(c))], method)  # fmt: skip
     k = float(meta["k"])
     return _to_score(d, k), d > k
