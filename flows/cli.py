@@ -196,7 +196,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from assay.pipeline import stages
 
     params = stages.ValidateParams(suite=args.suite, reference=args.reference,
-                                   data_docs=not args.no_data_docs)  # fmt: skip
+                                   data_docs=args.data_docs)  # fmt: skip
     run = _stage_run(args)
     with _all_or_nothing(run):
         _ensure_dataset(run, args)
@@ -409,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed of --inject")
     p.add_argument("--suite", metavar="FILE", help="expectation suite JSON (default: built-in)")
     p.add_argument("--reference", metavar="SPEC", help="reference dataset for class balance")
-    p.add_argument("--no-data-docs", action="store_true", help="skip building GX Data Docs")
+    p.add_argument("--data-docs", action="store_true",
+                   help="also build Great Expectations Data Docs (an HTML site that loads its "
+                   "scripts from the web; the report holds the validation results)")  # fmt: skip
     _add_output(p)
     p.set_defaults(handler=cmd_validate)
 

@@ -58,7 +58,9 @@ class RunConfig(BaseModel):
     reference : str or None
         Dataset spec of a trusted reference for the class-balance expectation.
     data_docs : bool
-        Build the Great Expectations Data Docs next to ``validation.json``.
+        Also build the Great Expectations Data Docs next to ``validation.json`` (off by
+        default: the site loads its scripts from the web, and the report already holds
+        every validation result).
     policy : {"relabel", "drop", "review"}
         Cleaning policy.
     folds : int
@@ -98,7 +100,7 @@ class RunConfig(BaseModel):
     inject: str | None = None
     suite: str | None = None
     reference: str | None = None
-    data_docs: bool = True
+    data_docs: bool = False
     policy: Literal["relabel", "drop", "review"] = "relabel"
     folds: int = Field(default=DetectParams.folds, ge=MIN_FOLDS, le=MAX_FOLDS)
     steps: int = Field(default=GenerateParams.steps, ge=MIN_STEPS, le=MAX_STEPS)

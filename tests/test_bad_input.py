@@ -512,9 +512,9 @@ def _fail_with(errno_: int):
     [
         ("inject --data {in}/good.npz --out {out}", "assay.pipeline.io.write_json", errno.ENOSPC),
         ("inject --data {in}/good.npz --out {out}", "assay.pipeline.io.write_json", errno.EROFS),
-        ("validate --data {in}/good.npz --run-dir {out} --no-data-docs",
+        ("validate --data {in}/good.npz --run-dir {out}",
          "assay.pipeline.atomic._new_temp_file", errno.ENOSPC),
-        ("validate --data {in}/good.npz --run-dir {out} --no-data-docs",
+        ("validate --data {in}/good.npz --run-dir {out}",
          "assay.pipeline.atomic._new_temp_file", errno.EROFS),
         ("expectations learn --data {in}/good.npz --out {out}",
          "assay.pipeline.atomic._new_temp_file", errno.ENOSPC),

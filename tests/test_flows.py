@@ -737,7 +737,7 @@ def test_end_to_end_on_digits_with_injected_dirt(e2e_runs):
     assert first.stages == {s: "done" for s in STAGES}
     for rel in RUN_FILES:
         assert (run / rel).is_file() and (run / rel).stat().st_size > 0, rel
-    assert (run / "validation/data_docs").is_dir()
+    assert not (run / "validation/data_docs").exists()  # off by default (they need a CDN)
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temp folders
 
     manifest = pd.read_parquet(run / "dataset/manifest.parquet")

@@ -36,7 +36,7 @@ def both(data, tmp_path_factory):
     one = root / "one-by-one"
     transcript = []
     for argv in (
-        ["validate", "--run-dir", str(one), "--data", data, *PARAMS, "--no-data-docs"],
+        ["validate", "--run-dir", str(one), "--data", data, *PARAMS],
         ["detect", "--run-dir", str(one), "--folds", "2", "--device", "cpu"],
         ["clean", "--run-dir", str(one), "--policy", "relabel"],
         ["gan", "--run-dir", str(one), "--steps", "10", "--device", "cpu"],
@@ -92,7 +92,7 @@ def test_missing_dataset_names_validate(tmp_path, capsys, command):
 
 def test_later_stages_name_the_first_missing_input(data, tmp_path, capsys):
     run = tmp_path / "r"
-    assert main(["validate", "--run-dir", str(run), "--data", data, "--no-data-docs",
+    assert main(["validate", "--run-dir", str(run), "--data", data,
                  "--quiet"]) == 0  # fmt: skip
     for command in ("clean", "gan"):
         assert main([command, "--run-dir", str(run)]) == 2
@@ -102,7 +102,7 @@ def test_later_stages_name_the_first_missing_input(data, tmp_path, capsys):
 
 def test_json_output_is_one_document(data, tmp_path, capsys):
     run = tmp_path / "j"
-    assert main(["validate", "--run-dir", str(run), "--data", data, "--no-data-docs",
+    assert main(["validate", "--run-dir", str(run), "--data", data,
                  "--json"]) == 0  # fmt: skip
     document = json.loads(capsys.readouterr().out)
     assert document["stage"] == "validate" and document["n_expectations"] > 0
@@ -112,7 +112,7 @@ def test_json_output_is_one_document(data, tmp_path, capsys):
 
 def test_a_different_dataset_is_refused_in_a_used_run_folder(data, tmp_path, capsys):
     run = tmp_path / "r"
-    assert main(["validate", "--run-dir", str(run), "--data", data, "--no-data-docs",
+    assert main(["validate", "--run-dir", str(run), "--data", data,
                  "--quiet"]) == 0  # fmt: skip
     before = tree_hash(run / "dataset")
     assert main(["detect", "--run-dir", str(run), "--data", "digits"]) == 2

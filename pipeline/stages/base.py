@@ -29,7 +29,7 @@ class ValidateParams:
 
     suite: str | None = None
     reference: str | None = None
-    data_docs: bool = True
+    data_docs: bool = False
 
 
 @dataclass(frozen=True)
