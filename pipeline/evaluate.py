@@ -474,8 +474,8 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     """The Fréchet distance of :func:`fid_from_features`, in plain numpy.
 
     ``tr(sqrt(S1 S2))`` is the sum of the square roots of the eigenvalues of ``S1 S2``.
-    The bootstrap needs hundreds of FIDs; building a torchmetrics metric for each costs
-    about 100x more than this.
+    The bootstrap needs hundreds of FIDs; building a torchmetrics metric for each took
+    five times as long (160 x 64 features on two shared CPU cores).
     """
     mu1, mu2 = real.mean(axis=0), fake.mean(axis=0)
     s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
