@@ -12,16 +12,24 @@ detection/cleaning facts, timings and the targets met). Targets: ``clean`` label
 together within 12 minutes on two CPU cores. With ``--device cuda`` the trainer's images/s
 on the GPU is recorded against the same configuration trained briefly on the CPU.
 
-Run: ``python benchmarks/gan.py [--steps N] [--device cpu|cuda] [--seed S] [--out DIR]``.
+Run: ``python benchmarks/gan.py [--steps N] [--device cpu|cuda] [--seed S] [--seeds N]
+[--out DIR]``.
 ``--detection DIR`` reuses a detection folder written by an earlier run with the same seed
 (``issues.parquet``, ``noise_matrix.npy``, the VAE); ``--threads N`` sets the CPU threads
 (on a machine shared with other jobs one thread per process can be much faster).
+
+``--seeds-timing RUN_DIR`` instead times the generate stage of a finished run folder (e.g.
+``assay run --data digits``) the way the flow runs it (arms side by side, one torch thread
+each, every arm's seeds side by side too) with one training seed and with ``--seeds``
+(default :data:`pipeline.generate.SEEDS`), one after the other in the same process, and
+prints one JSON line per seed count with the stage's seconds and the verdict it gives.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -37,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assay.pipeline import io  # noqa: E402
 from assay.pipeline.clean import clean, decision_counts  # noqa: E402
-from assay.pipeline.generate import compare_gans  # noqa: E402
+from assay.pipeline.generate import SEEDS, compare_gans  # noqa: E402
 from assay.pipeline.inject import InjectionConfig, inject  # noqa: E402
 
 TARGETS = {
@@ -66,6 +74,45 @@ def _cpu_images_per_second(dataset: Any, config: Any, steps: int) -> float:
     return float(trainer.images_per_second_)
 
 
+def seeds_timing(run_dir: Path, *, seeds: int, steps: int | None, progress: bool) -> int:
+    """Time the generate stage of ``run_dir`` with 1 and with ``seeds`` training seeds."""
+    from assay.pipeline import generate
+    from assay.pipeline.runfolder import RunFolder
+    from assay.pipeline.verdict import compute_verdict
+
+    run = RunFolder(run_dir)
+    dirty, cleaned, issues, nm = run.dataset(), run.cleaned(), run.issues(), run.noise_matrix()
+    steps = steps or int(run.gan_metrics()["steps"])
+    for n_seeds in (1, seeds):
+        with tempfile.TemporaryDirectory(prefix="assay-seeds-") as work:
+            work_dir = Path(work)
+            common = {"steps": steps, "device": "cpu", "seed": 0, "progress": progress}
+            t0 = time.perf_counter()
+            plan = generate.prepare_comparison(
+                dirty, cleaned, issues, noise_matrix=nm, out_dir=work_dir / "plan",
+                seeds=n_seeds, vae_dir=run.paths.detection, **common,
+            )  # fmt: skip
+            generate.side_by_side([
+                functools.partial(generate.train_arm, a, dirty, cleaned,
+                                  plan_dir=work_dir / "plan", out_dir=work_dir / a, **common)
+                for a in plan["arms"]
+            ])  # fmt: skip
+            scratch = RunFolder(work_dir / "run")
+            generate.finish_comparison(work_dir / "plan", {a: work_dir / a for a in plan["arms"]},
+                                       out_dir=scratch.paths.gan)  # fmt: skip
+            seconds = time.perf_counter() - t0
+            verdict = compute_verdict(scratch)
+            arms = scratch.gan_metrics()["arms"]
+        print(json.dumps({
+            "benchmark": "gan-seeds", "run": str(run_dir), "steps": steps, "seeds": n_seeds,
+            "generate_seconds": round(seconds, 1), "load_average": os.getloadavg()[0],
+            "outcome": verdict.outcome, "difference": verdict.difference,
+            "uncertainty": verdict.uncertainty, "headline": verdict.headline,
+            "label_accuracy": {a: m["label_accuracy"] for a, m in arms.items()},
+        }), flush=True)  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="GAN steps per arm")
@@ -78,7 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default="dirty,clean,noise_aware", help="arms to train")
     parser.add_argument("--gan-options", default=None, help="GANConfig overrides as JSON")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="training seeds per arm")
+    parser.add_argument("--seeds-timing", type=Path, default=None, metavar="RUN_DIR",
+                        help="time a run's generate stage with 1 and --seeds seeds")
     args = parser.parse_args(argv)
+    if args.seeds_timing is not None:
+        return seeds_timing(args.seeds_timing, seeds=args.seeds,
+                            steps=args.steps if "--steps" in (argv or sys.argv) else None,
+                            progress=not args.quiet)  # fmt: skip
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         import torch
@@ -142,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         steps=args.steps,
         device=args.device,
         seed=args.seed,
+        seeds=args.seeds,
         vae_dir=det_dir if (det_dir / "vae.pt").exists() else None,
         progress=progress,
         arms=tuple(args.arms.split(",")),
@@ -163,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         >= TARGETS["clean_label_accuracy_min"],
         "noise_aware_label_accuracy": arms.get("noise_aware", {}).get("label_accuracy", 0.0)
         >= TARGETS["noise_aware_label_accuracy_min"],
-        "clean_fid_below_dirty": arms.get("clean", {}).get("fid", np.inf)
-        < arms.get("dirty", {}).get("fid", -np.inf),
+        "clean_fid_below_dirty": (arms.get("clean", {}).get("fid") or np.inf)
+        < (arms.get("dirty", {}).get("fid") or -np.inf),
         "arms_within_12_min": arms_s <= TARGETS["arms_seconds_max"],
     }
     shared = {

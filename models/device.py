@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -89,6 +90,23 @@ def default_cpu_threads() -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return usable_cpus()
+
+
+#: Held while torch's global RNG is seeded and used (see :func:`seeded_global_rng`).
+_BUILD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG and use it inside this block, one thread at a time.
+
+    Weight initialisation (and anything else without its own ``torch.Generator``) draws
+    from the process-wide RNG; models trained side by side in threads would otherwise
+    interleave their draws and lose "same seed, same numbers".
+    """
+    with _BUILD_LOCK:
+        torch.manual_seed(seed)
+        yield
 
 
 #: Per-context cap on torch's CPU threads (see :func:`cpu_thread_limit`).

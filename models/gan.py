@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from assay.models.device import autocast, configure_cpu_threads, pick_device
+from assay.models.device import autocast, configure_cpu_threads, pick_device, seeded_global_rng
 from assay.models.tensors import to_tensor, to_uint8
 
 NOISE_MODES = ("sample", "soft")
@@ -559,10 +559,10 @@ class GANTrainer:
 
     def _build(self, dev: torch.device) -> None:
         cfg = self.config
-        torch.manual_seed(cfg.seed)
-        self.generator_ = Generator(cfg).to(dev)
-        self.discriminator_ = Discriminator(cfg).to(dev)
-        self.generator_ema_ = Generator(cfg).to(dev)
+        with seeded_global_rng(cfg.seed):
+            self.generator_ = Generator(cfg).to(dev)
+            self.discriminator_ = Discriminator(cfg).to(dev)
+            self.generator_ema_ = Generator(cfg).to(dev)
         self.generator_ema_.load_state_dict(self.generator_.state_dict())
         self.generator_ema_.eval().requires_grad_(False)
         if dev.type == "cuda":

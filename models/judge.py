@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from assay.models.device import autocast, configure_cpu_threads, pick_device
+from assay.models.device import autocast, configure_cpu_threads, pick_device, seeded_global_rng
 from assay.models.tensors import to_tensor
 
 
@@ -225,9 +225,9 @@ class Judge:
         if dev.type == "cpu":
             configure_cpu_threads()
         self.device_ = dev
-        torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
-        net = JudgeNet(cfg).to(dev)
+        with seeded_global_rng(cfg.seed):
+            net = JudgeNet(cfg).to(dev)
         x_all = to_tensor(images, scale="signed")
         y_all = torch.from_numpy(labels)
         n = x_all.shape[0]

@@ -52,6 +52,7 @@ DETECTION_SUMMARY = "summary.json"
 CLEANED_DIR = "cleaned"
 DECISIONS = "decisions.parquet"
 REVIEW_CSV = "review.csv"
+REVIEW_APPLIED_CSV = "review_applied.csv"
 GAN_DIR = "gan"
 GAN_METRICS = "metrics.json"
 GAN_SAMPLES = "samples_{arm}.png"
@@ -211,13 +212,20 @@ class GanArmMetrics(_Model):
     """One arm's entry of ``gan/metrics.json["arms"]`` (see :mod:`pipeline.evaluate`)."""
 
     label_accuracy: float
-    fid: float
-    kid: float
-    kid_std: float
-    precision: float
-    recall: float
+    fid: float | None = Field(None, description="null where the estimator is not meaningful")
+    kid: float | None = Field(None, description="null where the subsets would be too small")
+    kid_std: float | None = None
+    precision: float | None = None
+    recall: float | None = None
     cas: float
     vae_flag_rate: float | None = None
+    uncertainty: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="metric -> interval over seeds and judged samples"
+    )
+    seed_metrics: dict[str, list[float | None]] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=list, description="the training seeds")
+    seconds_per_seed: list[float] = Field(default_factory=list)
+    n_judged: int | None = None
     steps: int
     seconds: float
     images_per_second: float
@@ -237,7 +245,7 @@ class GanMetrics(_Model):
     arms: dict[str, GanArmMetrics]
     arms_run: list[str]
     skipped: dict[str, str]
-    reference: dict[str, float]
+    reference: dict[str, float | int | None]
     judge: dict[str, Any]
     split: dict[str, Any]
     gan_config: dict[str, Any]
@@ -330,6 +338,7 @@ DECISION_COLUMNS: dict[str, Column] = {
     "reason": Column("str", "why, in plain words"),
     "old_label": Column("int", "the label as given"),
     "new_label": Column("int", "the label in the cleaned dataset (old_label unless relabelled)"),
+    "decided_by": Column("str", "'policy', or 'review:<file name>' for a person's decision"),
 }
 
 #: The cleaned dataset's manifest: ``sample_id`` and ``label`` (the new label), the columns
@@ -343,6 +352,7 @@ CLEANED_COLUMNS: dict[str, Column] = {
     "decision": Column("str", "keep or relabel (dropped samples are not in the dataset)"),
     "reason": Column("str", "the cleaning decision's reason"),
     "original_label": Column("int", "the label as given"),
+    "decided_by": Column("str", "'policy', or 'review:<file name>' for a person's decision"),
 }
 
 _KIND_CHECK = {

@@ -33,6 +33,16 @@ penalised for having copies. Dataset-level flags (:data:`DATASET_LEVEL`) never c
 ``is_outlier`` (a summary of :data:`OUTLIER_SOURCES`) counts only when none of its sources
 is set, so one detector's flag is one signal. The raw dataset is never modified:
 :func:`clean` returns a new :class:`~pipeline.dataset.Dataset`.
+
+Review
+------
+``review.csv`` lists the samples left for a person (:data:`REVIEW_COLUMNS`), with a
+``decision`` column pre-filled ``review`` and an empty ``new_label``. The person writes
+``keep``, ``drop`` or ``relabel`` (with ``new_label``: a class index or name) in the rows
+they decide, and may add rows for any other sample to overrule the policy;
+:func:`apply_review` validates the file (:func:`read_review`) and applies it. Every
+decision records who or what made it in ``decided_by``: ``"policy"`` or
+``"review:<file name>"``.
 """
 
 from __future__ import annotations
@@ -51,6 +61,10 @@ from assay.pipeline.errors import DataError
 POLICIES = ("drop", "relabel", "review")
 DECISIONS = ("keep", "drop", "relabel", "review")
 DECISION_COLUMNS = tuple(artifacts.DECISION_COLUMNS)
+#: Columns of ``review.csv``; a person fills ``decision`` and (to relabel) ``new_label``.
+REVIEW_COLUMNS = ("sample_id", "given_label", "given_class", "reason", "decision", "new_label")
+#: ``decided_by`` of the policy's decisions; a review's is ``"review:<file name>"``.
+POLICY = "policy"
 
 #: Minimum ``suggested_label_confidence`` (the out-of-sample probability of the suggested
 #: class) for a label issue to be relabelled rather than dropped or sent to review.
@@ -130,7 +144,8 @@ def decide(
     pandas.DataFrame
         ``N`` rows: ``sample_id`` (int64), ``decision`` (str), ``reason`` (str, plain words,
         ``""`` for kept samples), ``old_label`` (int64), ``new_label`` (int64: the label in
-        the cleaned dataset, ``-1`` for dropped and review samples).
+        the cleaned dataset, ``-1`` for dropped and review samples), ``decided_by``
+        (``"policy"``).
     """
     if policy not in POLICIES:
         raise DataError(f"`policy` must be one of {POLICIES}. Got {policy!r} instead.")
@@ -258,6 +273,7 @@ def decide(
             "reason": np.array(reasons, dtype=object).astype(str),
             "old_label": old,
             "new_label": new,
+            "decided_by": np.full(n, POLICY, dtype=object).astype(str),
         }
     )
 
@@ -307,21 +323,31 @@ def clean(
         ``is_dirty``, or one that misses samples of the dataset.
     """
     decisions = decide(dataset, issues, policy=policy, relabel_confidence=relabel_confidence)
+    meta = {"policy": policy, "relabel_confidence": float(relabel_confidence)}
+    return _cleaned_dataset(dataset, issues, decisions, sample_flags, meta), decisions
+
+
+def _cleaned_dataset(
+    dataset: Dataset,
+    issues: pd.DataFrame,
+    decisions: pd.DataFrame,
+    sample_flags: pd.DataFrame | None,
+    meta: dict[str, Any],
+) -> Dataset:
+    """The kept and relabelled samples of ``dataset`` under ``decisions``."""
     keep = decisions["decision"].isin(("keep", "relabel")).to_numpy()
     new_labels = decisions["new_label"].to_numpy(dtype=np.int64)
     stage_columns = _stage_columns(dataset, issues, decisions, sample_flags)
     cleaned = dataset.with_columns(**stage_columns)
     cleaned = cleaned.subset(np.flatnonzero(keep)).with_labels(new_labels[keep])
-    cleaned = cleaned.with_meta(
+    return cleaned.with_meta(
         cleaning={
-            "policy": policy,
-            "relabel_confidence": float(relabel_confidence),
+            **meta,
             "counts": decision_counts(decisions),
             "n_before": len(dataset),
             "n_after": int(keep.sum()),
         }
     )
-    return cleaned, decisions
 
 
 def _stage_columns(
@@ -346,6 +372,12 @@ def _stage_columns(
     cols["decision"] = made["decision"].astype(str).to_numpy(dtype=object)
     cols["reason"] = made["reason"].astype(str).to_numpy(dtype=object)
     cols["original_label"] = made["old_label"].to_numpy(dtype=np.int64)
+    decided = made["decided_by"] if "decided_by" in made.columns else None
+    cols["decided_by"] = (
+        np.full(len(ids), POLICY, dtype=object)
+        if decided is None
+        else decided.fillna(POLICY).astype(str).to_numpy(dtype=object)
+    )
     return cols
 
 
@@ -358,21 +390,212 @@ def decision_counts(decisions: pd.DataFrame) -> dict[str, int]:
 def review_table(
     decisions: pd.DataFrame, class_names: tuple[str, ...] | None = None
 ) -> pd.DataFrame:
-    """The ``review`` rows: sample_id, given label (and its name), reason."""
+    """The ``review`` rows, columns :data:`REVIEW_COLUMNS` (``given_class`` only with
+    ``class_names``): ``decision`` is ``review`` and ``new_label`` empty, for a person to
+    fill (see :func:`apply_review`)."""
     rows = decisions.loc[decisions["decision"] == "review", ["sample_id", "old_label", "reason"]]
     rows = rows.rename(columns={"old_label": "given_label"}).reset_index(drop=True)
     if class_names is not None:
         rows.insert(2, "given_class", [class_names[int(i)] for i in rows["given_label"]])
+    rows["decision"] = "review"
+    rows["new_label"] = ""
     return rows
 
 
+def read_review(path: str | os.PathLike[str], *, dataset: Dataset) -> pd.DataFrame:
+    """Read and validate a person's decisions (``review.csv``, edited).
+
+    Parameters
+    ----------
+    path : the CSV file: a header with at least ``sample_id`` and ``decision`` (and
+        ``new_label`` where a row relabels); ``given_label``, when present, must match the
+        dataset (it catches a file from another run). Other columns are ignored.
+    dataset : keyword-only; the run's ingested dataset (the ids and labels decided on).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per decided sample, in file order: ``sample_id`` (int64), ``decision``
+        (one of :data:`DECISIONS`; ``review`` leaves the sample undecided), ``new_label``
+        (int64, ``-1`` unless ``relabel``), ``row`` (1-based data row of the file).
+
+    Raises
+    ------
+    DataError
+        Naming the file and the row: a file that is missing or not CSV, a missing column,
+        an id that is not an integer, not in the dataset or repeated, an unknown decision,
+        a given label that does not match, a relabel without a valid new label, or a
+        ``keep`` that changes the label.
+    """
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; expected an edited review.csv.") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc}).") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in ("sample_id", "decision") if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {missing}; expected a header with at least "
+            f"sample_id and decision (the columns of review.csv: {', '.join(REVIEW_COLUMNS)})."
+        )
+    names = list(dataset.class_names)
+    k = len(names)
+    position = {int(sid): i for i, sid in enumerate(dataset.sample_ids)}
+    seen: dict[int, int] = {}
+    out_ids, out_decisions, out_labels, out_rows = [], [], [], []
+    for i, rec in enumerate(table.to_dict("records"), start=1):
+        where = f"{path}, row {i} (line {i + 1})"
+        text = str(rec["sample_id"]).strip()
+        try:
+            sid = int(text)
+        except ValueError:
+            raise DataError(f"{where}: sample_id must be an integer. Got {text!r}.") from None
+        if sid not in position:
+            raise DataError(f"{where}: sample_id {sid} is not in the dataset.")
+        if sid in seen:
+            raise DataError(f"{where}: sample_id {sid} is already decided in row {seen[sid]}.")
+        seen[sid] = i
+        given = int(dataset.labels[position[sid]])
+        given_text = str(rec.get("given_label", "")).strip()
+        if given_text and given_text != str(given):
+            raise DataError(
+                f"{where}: given_label {given_text} does not match the dataset's label "
+                f"{given} of sample {sid}; is the file from another run?"
+            )
+        decision = str(rec["decision"]).strip().lower()
+        if decision not in DECISIONS:
+            raise DataError(
+                f"{where}: decision must be one of {', '.join(DECISIONS)}. "
+                f"Got {rec['decision']!r} instead."
+            )
+        label_text = str(rec.get("new_label", "")).strip()
+        new_label = -1
+        if decision == "relabel":
+            new_label = _label_value(label_text, names)
+            if new_label is None:
+                raise DataError(
+                    f"{where}: relabel needs new_label, a class index in 0..{k - 1} or a "
+                    f"class name. Got {label_text!r} instead."
+                )
+        elif decision == "keep" and label_text and _label_value(label_text, names) != given:
+            raise DataError(
+                f"{where}: keep with new_label {label_text!r} would change the label; "
+                "write relabel to change it."
+            )
+        out_ids.append(sid)
+        out_decisions.append(decision)
+        out_labels.append(new_label)
+        out_rows.append(i)
+    return pd.DataFrame(
+        {
+            "sample_id": np.array(out_ids, dtype=np.int64),
+            "decision": np.array(out_decisions, dtype=object).astype(str),
+            "new_label": np.array(out_labels, dtype=np.int64),
+            "row": np.array(out_rows, dtype=np.int64),
+        }
+    )
+
+
+def _label_value(text: str, names: list[str]) -> int | None:
+    """A class index from its index or its name; ``None`` when it is neither."""
+    if text in names:
+        return names.index(text)
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if 0 <= value < len(names) else None
+
+
+def apply_review(
+    dataset: Dataset,
+    decisions: pd.DataFrame,
+    review_file: str | os.PathLike[str],
+    *,
+    issues: pd.DataFrame,
+    sample_flags: pd.DataFrame | None = None,
+    cleaning: dict[str, Any] | None = None,
+) -> tuple[Dataset, pd.DataFrame]:
+    """Apply a person's decisions on top of the policy's.
+
+    Parameters
+    ----------
+    dataset : the run's ingested dataset (``N`` samples); never modified.
+    decisions : the current ``decisions.parquet`` (``N`` rows, :data:`DECISION_COLUMNS`;
+        ``decided_by`` may be absent in files of older runs: read as ``"policy"``).
+    review_file : the edited ``review.csv`` (see :func:`read_review`). Rows whose
+        decision is ``review`` change nothing.
+    issues : keyword-only; the detection table (for the manifest's stage columns).
+    sample_flags : keyword-only; the validation flags, as for :func:`clean`.
+    cleaning : keyword-only; the previous cleaned dataset's ``meta["cleaning"]`` (policy,
+        threshold), kept and extended with ``review`` (the file name) and ``reviewed``
+        (the number of decisions taken from it).
+
+    Returns
+    -------
+    cleaned : Dataset
+        As :func:`clean`; its manifest's ``decided_by`` says ``review:<file name>`` for
+        every sample the file decided.
+    decisions : pandas.DataFrame
+        ``N`` rows, :data:`DECISION_COLUMNS`, the reviewed rows updated.
+
+    Raises
+    ------
+    DataError
+        See :func:`read_review`; also when ``decisions`` does not cover the dataset.
+    """
+    name = Path(review_file).name
+    review = read_review(review_file, dataset=dataset)
+    current = decisions.copy()
+    if "decided_by" not in current.columns:
+        current["decided_by"] = POLICY
+    current = current.set_index("sample_id").reindex(dataset.sample_ids)
+    if current["decision"].isna().any():
+        raise DataError(
+            "`decisions` must have one row per sample of the dataset; "
+            f"{int(current['decision'].isna().sum())} samples have none."
+        )
+    names = dataset.class_names
+    decided = review[review["decision"] != "review"]
+    by = f"review:{name}"
+    for sid, decision, new_label in decided[["sample_id", "decision", "new_label"]].itertuples(
+        index=False
+    ):
+        old = int(current.at[sid, "old_label"])
+        if decision == "relabel":
+            reason = f"relabelled in review: {names[old]} -> {names[int(new_label)]}"
+        elif decision == "keep":
+            reason = "kept in review"
+            new_label = old
+        else:
+            reason = "dropped in review"
+        current.loc[sid, ["decision", "reason", "new_label", "decided_by"]] = [
+            decision, reason, int(new_label), by,
+        ]  # fmt: skip
+    current = current.reset_index().rename(columns={"index": "sample_id"})
+    current = current.astype({"new_label": np.int64, "old_label": np.int64})
+    current = current.loc[:, list(DECISION_COLUMNS)]
+    meta = {**(cleaning or {}), "review": name, "reviewed": len(decided)}
+    return _cleaned_dataset(dataset, issues, current, sample_flags, meta), current
+
+
 def write_cleaned(
-    cleaned: Dataset, decisions: pd.DataFrame, out_dir: str | os.PathLike[str]
+    cleaned: Dataset,
+    decisions: pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    *,
+    review_file: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the cleaned dataset (canonical format) + ``decisions.parquet``, atomically.
 
     When the policy was ``review`` (or any decision is ``review``) ``review.csv`` lists the
-    samples left for a person to decide. The folder appears complete or not at all.
+    samples left for a person to decide. ``review_file``, the file :func:`apply_review`
+    applied, is kept as ``review_applied.csv`` (it may be the folder's own ``review.csv``,
+    which is rewritten with the samples still undecided). The folder appears complete or
+    not at all.
 
     Returns
     -------
@@ -386,6 +609,7 @@ def write_cleaned(
         raise DataError(f"`decisions` has no column(s) {sorted(missing)}.")
     out_dir = Path(out_dir)
     policy: Any = cleaned.meta.get("cleaning", {}).get("policy")
+    applied = Path(review_file).read_bytes() if review_file is not None else None
     with atomic.atomic_dir(out_dir) as tmp:
         io.save(cleaned, tmp)
         table = decisions.loc[:, list(DECISION_COLUMNS)]
@@ -394,4 +618,6 @@ def write_cleaned(
         if policy == "review" or (decisions["decision"] == "review").any():
             review = review_table(decisions, cleaned.class_names)
             atomic.write_text(tmp / artifacts.REVIEW_CSV, review.to_csv(index=False))
+        if applied is not None:
+            atomic.write_bytes(tmp / artifacts.REVIEW_APPLIED_CSV, applied)
     return out_dir

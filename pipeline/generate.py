@@ -1,12 +1,19 @@
 """The generate-and-compare stage: the same conditional GAN on dirty and on cleaned data.
 
-Three arms, same architecture, same seed, same number of steps:
+Three arms, same architecture, same seeds, same number of steps:
 
 ``dirty``        the raw dataset with its given labels;
 ``clean``        the cleaned dataset (drops and relabels applied);
 ``noise_aware``  the raw dataset, with the generator's labels passed through the estimated
                  label-noise transition matrix before the discriminator sees them
                  (Thekumparampil et al., 2018; Kaneko et al., 2019; see :mod:`models.gan`).
+
+Each arm is trained from :data:`SEEDS` training seeds side by side (threads with one
+torch thread each on CPU); every metric is the mean over the seeds and comes with its
+uncertainty (:func:`pipeline.evaluate.metric_interval`: the spread between seeds plus a
+bootstrap over the judged samples). The split, the judge and the latents the samples are
+drawn from are the same for every seed and arm; only the GAN's weights, batches and
+augmentation differ between seeds.
 
 Before any GAN is trained a trusted slice is held out (:func:`pipeline.split.trusted_split`):
 its judge-train part trains the judge classifier, its judge-test part is the real
@@ -39,6 +46,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +60,14 @@ from assay.pipeline.limits import MAX_STEPS, MIN_STEPS, check_int
 from assay.pipeline.split import TrustedSplit, stratified_take, trusted_split
 
 ARMS = ("dirty", "clean", "noise_aware")
+#: Training seeds per arm. Two seeds are the fewest that measure the spread between seeds,
+#: but the difference of two arms then has 2 degrees of freedom (95% t quantile 4.30); three
+#: give 4 (2.78) for 50% more GAN time.
+SEEDS = 3
+#: Offset between consecutive training seeds (keeps the seeds' RNG streams apart).
+SEED_STRIDE = 1000
+#: Metrics averaged over seeds, with intervals.
+SEEDED_METRICS = ("label_accuracy", "fid", "kid", "precision", "recall", "cas", "vae_flag_rate")
 ARM_TITLES = {"dirty": "dirty", "clean": "cleaned", "noise_aware": "noise-aware"}
 
 
@@ -174,7 +190,8 @@ def comparison_png(
         m = metrics.get(arm, {})
         title = ARM_TITLES.get(arm, arm)
         if "label_accuracy" in m:
-            title += f"\nlabel acc {m['label_accuracy']:.3f}  FID {m['fid']:.2f}"
+            fid = "n/a" if m.get("fid") is None else f"{m['fid']:.2f}"
+            title += f"\nlabel acc {m['label_accuracy']:.3f}  FID {fid}"
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         n = len(class_names)
@@ -241,6 +258,7 @@ def compare_gans(
     steps: int,
     device: str = "auto",
     seed: int = 0,
+    seeds: int = SEEDS,
     vae_dir: str | Path | None = None,
     progress: bool = True,
     arms: Sequence[str] = ARMS,
@@ -272,7 +290,9 @@ def compare_gans(
         Generator updates per arm.
     device : {"auto", "cpu", "cuda", "cuda:N"}, keyword-only
     seed : int, keyword-only
-        One seed for the split, the judge, every arm's weights/batches/latents.
+        One seed for the split, the judge and the latents; the first training seed.
+    seeds : int, keyword-only
+        Training seeds per arm (``seed``, ``seed + 1000``, ...), trained side by side.
     vae_dir : path or None, keyword-only
         The detection folder holding the VAE (``vae.pt``, ``vae.json``); adds each arm's
         ``vae_flag_rate``.
@@ -299,7 +319,11 @@ def compare_gans(
         The content of ``metrics.json``::
 
             {"arms": {arm: {"label_accuracy", "fid", "kid", "kid_std", "precision",
-                            "recall", "cas", ["vae_flag_rate"], "steps", "seconds",
+                            "recall", "cas", ["vae_flag_rate"] (means over seeds;
+                            fid/kid None where not meaningful), "seeds" (the
+                            training seeds), "seed_metrics" ({metric: [per seed]}),
+                            "uncertainty" ({metric: metric_interval(...) or None}),
+                            "steps", "seconds",
                             "images_per_second", "device", "batch_size", "n_train",
                             "train_label_noise", "final_loss_d", "final_loss_g",
                             "samples_png", "checkpoint"}},
@@ -318,8 +342,8 @@ def compare_gans(
         plan_dir = Path(work) / "plan"
         plan = prepare_comparison(
             dirty, cleaned, issues, noise_matrix=noise_matrix, out_dir=plan_dir, steps=steps,
-            device=device, seed=seed, vae_dir=vae_dir, progress=progress, arms=arms,
-            trusted_fraction=trusted_fraction, judge_test_fraction=judge_test_fraction,
+            device=device, seed=seed, seeds=seeds, vae_dir=vae_dir, progress=progress,
+            arms=arms, trusted_fraction=trusted_fraction, judge_test_fraction=judge_test_fraction,
             min_trusted_per_class=min_trusted_per_class, grid_columns=grid_columns,
             gan_options=gan_options, judge_options=judge_options, log=log,
         )  # fmt: skip
@@ -364,6 +388,7 @@ def prepare_comparison(
     steps: int,
     device: str = "auto",
     seed: int = 0,
+    seeds: int = SEEDS,
     vae_dir: str | Path | None = None,
     progress: bool = True,
     arms: Sequence[str] = ARMS,
@@ -400,6 +425,8 @@ def prepare_comparison(
     if unknown or not arms:
         raise DataError(f"`arms` must be a non-empty subset of {ARMS}. Got {list(arms)} instead.")
     steps = check_int("steps", steps, low=MIN_STEPS, high=MAX_STEPS)
+    if int(seeds) != seeds or seeds < 1:
+        raise DataError(f"`seeds` must be a positive integer. Got {seeds!r} instead.")
     _check_pair(dirty, cleaned)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -427,11 +454,17 @@ def prepare_comparison(
     real_x, real_y = judge_test.images, judge_test.labels
     real_f = judge.features(real_x)
     train_f = judge.features(judge_train.images)
+    n_tr, n_te, dim = len(train_f), len(real_f), real_f.shape[1]
     reference: dict[str, Any] = {
         "label_accuracy": judge_acc,
-        "fid": evaluate.judge_fid(judge, judge_train.images, real_x),
-        "kid": evaluate.kid_from_features(train_f, real_f, seed=seed)[0],
+        "fid": evaluate.fid_from_features(train_f, real_f)
+        if evaluate.fid_is_meaningful(n_tr, n_te, dim)
+        else None,
+        "kid": evaluate.kid_from_features(train_f, real_f, seed=seed)[0]
+        if evaluate.kid_subset_size(n_tr, n_te) >= evaluate.KID_MIN_SUBSET
+        else None,
         "cas": judge_acc,
+        "n_judged": n_te,
     }
     if min(len(train_f), len(real_f)) > 3:
         reference["precision"], reference["recall"] = evaluate.precision_recall(train_f, real_f)
@@ -502,6 +535,7 @@ def prepare_comparison(
         "has_vae": vae_dir is not None,
         "device": str(dev),
         "seed": int(seed),
+        "train_seeds": [int(seed) + SEED_STRIDE * i for i in range(int(seeds))],
         "steps": int(steps),
         "seconds": time.perf_counter() - t_start,
     }
@@ -533,13 +567,17 @@ def train_arm(
 ) -> dict[str, Any]:
     """Train and score one arm of a plan written by :func:`prepare_comparison`.
 
-    Writes ``metrics.json`` (this arm's metrics), ``samples_<arm>.png``, ``grid.npy``,
-    ``losses.csv`` and ``checkpoints/<arm>.pt`` to ``out_dir``; returns the metrics.
-    ``steps`` and ``seed`` must be the plan's (they are checked).
+    Every training seed of the plan is trained side by side (threads; on CPU one torch
+    thread each) and scored on the same latents; the first seed's networks give the
+    sample grid and the checkpoint. Writes ``metrics.json`` (this arm's metrics: means over
+    seeds, the per-seed values and their intervals), ``samples_<arm>.png``, ``grid.npy``,
+    ``losses.csv`` (first seed) and ``checkpoints/<arm>.pt`` to ``out_dir``; returns the
+    metrics. ``steps`` and ``seed`` must be the plan's (they are checked).
     """
     import torch
 
-    from assay.models.gan import GANConfig, GANTrainer
+    from assay.models.device import pick_device
+    from assay.models.gan import GANConfig
     from assay.models.judge import Judge
     from assay.pipeline import evaluate
 
@@ -555,65 +593,177 @@ def train_arm(
     _check_pair(dirty, cleaned)
     out_dir.mkdir(parents=True, exist_ok=True)
     say = _sayer(progress, log)
-    from assay.models.device import pick_device
-
     dev = pick_device(device)
     k = dirty.n_classes
     split = TrustedSplit(arrays["judge_train"], arrays["judge_test"], plan["split"]["source"],
                          plan["split"]["pool_size"])  # fmt: skip
     judge_test = split.test_set(dirty)
-    real_x, real_y = judge_test.images, judge_test.labels
+    real_y = judge_test.labels
     data = split.exclude(cleaned if arm == "clean" else dirty)
-    transition = arrays["transition"] if arm == "noise_aware" else None
-    config = GANConfig.for_data(
-        dirty.image_shape, k, device=dev, steps=int(steps), seed=seed, **plan["gan_options"]
-    )
+    train_seeds = [int(s) for s in plan.get("train_seeds", [plan["seed"]])]
     judge = Judge.load(plan_dir / "judge.pt", device=dev)
-    trainer = GANTrainer(config, device=dev, progress=progress, log=log, name=arm)
-    checkpoint = out_dir / "checkpoints" / f"{arm}.pt"
-    trainer.fit(data.images, data.labels, transition=transition,
-                on_checkpoint=lambda t: _write_model(t, checkpoint))  # fmt: skip
-    z_eval = torch.from_numpy(arrays["z_eval"])
-    cas_labels = arrays["cas_labels"]
-    fake = trainer.sample(real_y, z=z_eval)
-    cas_x = trainer.sample(cas_labels, z=torch.from_numpy(arrays["z_cas"]))
-    m = evaluate.gan_metrics(
-        judge, real_x, real_y, fake, real_y, cas_images=cas_x, cas_labels=cas_labels,
-        vae_dir=plan_dir / "vae" if plan["has_vae"] else None, seed=seed,
-    )  # fmt: skip
     cols = int(plan["grid_columns"])
-    grid_labels = np.repeat(np.arange(k), cols)
-    z_grid_all = torch.from_numpy(arrays["z_grid"]).repeat(k, 1)  # row i, column j: latent j
-    grid = grid_image(trainer.sample(grid_labels, z=z_grid_all), k, cols)
-    h, w = dirty.image_shape[:2]
-    png = artifacts.GAN_SAMPLES.format(arm=arm)
-    atomic.write_bytes(out_dir / png, png_bytes(grid, min_cell=56, cell=max(h, w)))
-    buf = io.BytesIO()
-    np.save(buf, grid, allow_pickle=False)
-    atomic.write_bytes(out_dir / "grid.npy", buf.getvalue())
+    job = _ArmJob(
+        arm=arm, data=data, judge_test=judge_test, judge=judge, arrays=arrays, device=dev,
+        transition=arrays["transition"] if arm == "noise_aware" else None,
+        vae_dir=plan_dir / "vae" if plan["has_vae"] else None,
+        n_classes=k, grid_labels=np.repeat(np.arange(k), cols),
+        z_grid=torch.from_numpy(arrays["z_grid"]).repeat(k, 1),  # row i, column j: latent j
+        out_dir=out_dir, progress=progress, log=log,
+    )  # fmt: skip
+    configs = [
+        GANConfig.for_data(
+            dirty.image_shape, k, device=dev, steps=int(steps), seed=s, **plan["gan_options"]
+        )
+        for s in train_seeds
+    ]
+    t0 = time.perf_counter()
+    results = side_by_side([lambda c=c, i=i: job.run(c, i) for i, c in enumerate(configs)])
+    wall = time.perf_counter() - t0
+    first = results[0]
+    scores = [r.scores for r in results]
+    per_seed = {
+        name: [sc.metrics.get(name) for sc in scores]
+        for name in SEEDED_METRICS
+        if name in scores[0].metrics
+    }
+    real_f = judge.features(judge_test.images)
+    boot_seed = int(plan["seed"])
+    boots: dict[str, np.ndarray | None] = {
+        "label_accuracy": evaluate.bootstrap_accuracy(
+            np.stack([sc.correct for sc in scores]), seed=boot_seed
+        ),
+        "cas": evaluate.bootstrap_accuracy(
+            np.stack([sc.cas_correct for sc in scores]), seed=boot_seed
+        ),
+        "fid": evaluate.bootstrap_fid(
+            real_f, [sc.fake_features for sc in scores], seed=boot_seed
+        ),
+    }
+    m: dict[str, Any] = {
+        name: (None if any(v is None for v in vals) else float(np.mean(vals)))
+        for name, vals in per_seed.items()
+    }
+    kid_stds = [sc.metrics.get("kid_std") for sc in scores]
+    m["kid_std"] = None if any(v is None for v in kid_stds) else float(np.mean(kid_stds))
+    m["uncertainty"] = {
+        name: evaluate.metric_interval(vals, boots.get(name)) for name, vals in per_seed.items()
+    }
+    m["seed_metrics"] = per_seed
+    m["n_judged"] = len(real_y)
+    trainer = first.trainer
     hist = trainer.history_
-    atomic.write_text(out_dir / "losses.csv", hist.to_csv(index=False))
+    images = sum(r.trainer.steps_ * trainer.config.n_dis * r.trainer.batch_size_ for r in results)
     m.update(
-        steps=int(config.steps),
-        seconds=float(trainer.seconds_),
-        images_per_second=float(trainer.images_per_second_),
+        seeds=train_seeds,
+        steps=int(configs[0].steps),
+        seconds=float(wall),
+        seconds_per_seed=[float(r.trainer.seconds_) for r in results],
+        images_per_second=float(images / max(wall, 1e-9)),
         device=str(trainer.device_),
         batch_size=int(trainer.batch_size_),
         n_train=len(data),
         train_label_noise=_label_noise_share(data),
         final_loss_d=float(hist["loss_d"].iloc[-1]),
         final_loss_g=float(hist["loss_g"].iloc[-1]),
-        samples_png=png,
+        samples_png=f"samples_{arm}.png",
         checkpoint=f"checkpoints/{arm}.pt",
     )
+    atomic.write_text(out_dir / "losses.csv", hist.to_csv(index=False))
     path = out_dir / artifacts.GAN_METRICS
     atomic.write_json(path, artifacts.to_json(artifacts.GanArmMetrics, m, source=path))
+    la = m["uncertainty"]["label_accuracy"]
+    fid = "n/a" if m["fid"] is None else f"{m['fid']:.2f}"
     say(
-        f"[gan] {arm}: label accuracy {m['label_accuracy']:.3f}, FID {m['fid']:.2f}, "
-        f"CAS {m['cas']:.3f}, precision {m['precision']:.2f}, recall {m['recall']:.2f}, "
-        f"{m['seconds']:.0f}s, {m['images_per_second']:.0f} img/s"
+        f"[gan] {arm}: label accuracy {m['label_accuracy']:.3f} ± {la['half_width']:.3f} "
+        f"({len(train_seeds)} seed(s)), FID {fid}, CAS {m['cas']:.3f}, "
+        f"precision {m['precision']:.2f}, recall {m['recall']:.2f}, {wall:.0f}s, "
+        f"{m['images_per_second']:.0f} img/s"
     )
     return m
+
+
+@dataclass
+class _SeedResult:
+    trainer: Any
+    scores: Any
+
+
+@dataclass
+class _ArmJob:
+    """What every training seed of one arm shares; :meth:`run` trains and scores one."""
+
+    arm: str
+    data: Dataset
+    judge_test: Dataset
+    judge: Any
+    arrays: dict[str, np.ndarray]
+    device: Any
+    transition: np.ndarray | None
+    vae_dir: Path | None
+    n_classes: int
+    grid_labels: np.ndarray
+    z_grid: Any
+    out_dir: Path
+    progress: bool
+    log: Callable[[str], None] | None
+
+    def run(self, config: Any, index: int) -> _SeedResult:
+        import torch
+
+        from assay.models.gan import GANTrainer
+        from assay.pipeline import evaluate
+
+        first = index == 0
+        name = self.arm if first else f"{self.arm}/seed{config.seed}"
+        trainer = GANTrainer(
+            config, device=self.device, progress=self.progress and first, log=self.log,
+            name=name,
+        )  # fmt: skip
+        checkpoint = self.out_dir / "checkpoints" / f"{self.arm}.pt"
+        trainer.fit(self.data.images, self.data.labels, transition=self.transition,
+                    on_checkpoint=(lambda t: _write_model(t, checkpoint)) if first
+                    else None)  # fmt: skip
+        real_x, real_y = self.judge_test.images, self.judge_test.labels
+        fake = trainer.sample(real_y, z=torch.from_numpy(self.arrays["z_eval"]))
+        cas_labels = self.arrays["cas_labels"]
+        cas_x = trainer.sample(cas_labels, z=torch.from_numpy(self.arrays["z_cas"]))
+        scores = evaluate.score_samples(
+            self.judge, real_x, real_y, fake, real_y, cas_images=cas_x, cas_labels=cas_labels,
+            vae_dir=self.vae_dir, seed=config.seed,
+        )  # fmt: skip
+        if first:
+            grid = grid_image(trainer.sample(self.grid_labels, z=self.z_grid),
+                              self.n_classes, len(self.grid_labels) // self.n_classes)
+            h, w = self.data.image_shape[:2]
+            atomic.write_bytes(self.out_dir / artifacts.GAN_SAMPLES.format(arm=self.arm),
+                               png_bytes(grid, min_cell=56, cell=max(h, w)))  # fmt: skip
+            buf = io.BytesIO()
+            np.save(buf, grid, allow_pickle=False)
+            atomic.write_bytes(self.out_dir / "grid.npy", buf.getvalue())
+        return _SeedResult(trainer, scores)
+
+
+def side_by_side(jobs: list[Callable[[], Any]]) -> list[Any]:
+    """Run ``jobs`` at the same time in threads (one torch CPU thread each); results in order.
+
+    One job runs in the calling thread, with the threads it was given.
+    """
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from assay.models.device import cpu_thread_limit
+
+    if len(jobs) == 1:
+        return [jobs[0]()]
+
+    def one_thread(job: Callable[[], Any]) -> Any:
+        with cpu_thread_limit(1):
+            return job()
+
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="gan-seed") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, one_thread, j) for j in jobs]
+        return [f.result() for f in futures]
 
 
 def finish_comparison(
@@ -674,6 +824,7 @@ def finish_comparison(
         "transition": np.round(transition, 6).tolist() if transition.size else None,
         "device": plan["device"],
         "seed": plan["seed"],
+        "train_seeds": plan.get("train_seeds", [plan["seed"]]),
         "steps": plan["steps"],
         "seconds_total": plan["seconds"] + sum(float(r["seconds"]) for r in results.values()),
         "files": files,

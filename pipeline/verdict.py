@@ -1,13 +1,38 @@
 """The run's verdict: how dirty the data is, what cleaning did, and whether it helped the GAN.
 
-Computed once per run by the report stage from the run folder's artifacts, stored in
-``run.json`` under ``verdict``, rendered by the report and printed by the CLI.
+Computed once per run by the report stage from the run folder's artifacts
+(:func:`compute_verdict`), stored in ``run.json`` under ``verdict``, rendered by the report
+and printed by the CLI.
+
+How the GAN outcome is decided
+------------------------------
+The deciding metric is the label accuracy of generated samples (:data:`DECIDING_METRIC`,
+GAN-test: does a sample asked for class ``y`` look like ``y`` to the judge?), the metric
+dirty labels damage first. Each arm's value is the mean over its training seeds, with an
+interval from the seeds' spread and a bootstrap over the judged samples
+(:func:`assay.pipeline.evaluate.metric_interval`); the difference clean minus dirty gets
+its own interval (:func:`assay.pipeline.evaluate.difference_interval`, 95%).
+
+``too_short_to_judge``
+    neither arm reached the quality floor: the judge's accuracy on real held-out images
+    minus :data:`QUALITY_MARGIN`. Below it the GANs have not learnt the classes yet and
+    their differences say nothing about the data.
+``helped`` / ``hurt``
+    the difference is larger than its interval's half-width, in favour of the cleaned /
+    the dirty arm.
+``no_clear_difference``
+    otherwise; the headline gives the half-width ("± x points").
+``not_compared``
+    no GAN comparison ran, or it recorded no uncertainty (written by an older version).
+
+FID, CAS, precision and recall are given as evidence with their own intervals, and do not
+decide the outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +46,22 @@ Outcome = Literal["helped", "hurt", "no_clear_difference", "too_short_to_judge",
 
 #: Colour of the verdict panel.
 Tone = Literal["good", "warn", "bad", "neutral"]
+
+#: The metric that decides the outcome (higher is better).
+DECIDING_METRIC = "label_accuracy"
+#: The quality floor is the judge's accuracy on real held-out images minus this margin.
+QUALITY_MARGIN = 0.25
+#: A dirty share above this colours a verdict without a GAN gain "warn".
+DIRTY_WARN = 0.05
+
+#: Evidence metrics: name, words, higher is better, shown as percentage points.
+_EVIDENCE = (
+    ("label_accuracy", "label accuracy", True, True),
+    ("fid", "FID", False, False),
+    ("cas", "CAS", True, True),
+    ("precision", "precision", True, True),
+    ("recall", "recall", True, True),
+)
 
 
 class Verdict(BaseModel):
@@ -41,148 +82,226 @@ class Verdict(BaseModel):
         None, description="half-width of the difference's interval (seeds and bootstrap)"
     )
     points: list[str] = Field(default_factory=list, description="the evidence, one sentence each")
+    floor: float | None = Field(
+        None, description="the quality floor of the deciding metric (judge accuracy - margin)"
+    )
+    seeds: int | None = Field(None, description="training seeds per arm")
+    level: float | None = Field(None, description="confidence level of the intervals")
 
 
-# ------------------------------------------------------------------------- compute_verdict
-#: GAN metrics that vote on the outcome: key -> (words, lower is better, a fraction).
-_VOTES = {"fid": ("FID", True, False), "label_accuracy": ("label accuracy", False, True),
-          "cas": ("CAS accuracy", False, True)}
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of comparing two arms on one metric (see :func:`compare_arms`)."""
+
+    outcome: Outcome
+    base_value: float
+    other_value: float
+    difference: float
+    half_width: float
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _metric(key: str, value: float) -> str:
-    return _pct(value) if _VOTES[key][2] else f"{value:.3g}"
-
-
-def _tolerance(key: str, base: float) -> float:
-    """Changes smaller than this count as no change."""
-    return max(0.5, 0.02 * abs(base)) if key == "fid" else 0.01
-
-
-def _compare_arms(base: Mapping[str, float], arm: Mapping[str, float]) -> tuple[int, str]:
-    """(+1 better, -1 worse, 0 no clear change) and the evidence, agreeing metrics first."""
-    score = 0
-    votes: list[tuple[int, str]] = []
-    for key, (words, lower, _) in _VOTES.items():
-        b, a = float(base[key]), float(arm[key])
-        d = a - b
-        vote = 0
-        if abs(d) > _tolerance(key, b):
-            vote = 1 if ((d < 0) if lower else (d > 0)) else -1
-        score += vote
-        votes.append((vote, f"{words} {_metric(key, b)} → {_metric(key, a)}"))
-    outcome = (score > 0) - (score < 0)
-    votes.sort(key=lambda v: v[0] != outcome)  # stable: agreeing metrics first
-    return outcome, ", ".join(words for _, words in votes)
-
-
-def compute_verdict(run: RunFolder) -> Verdict:
-    """The verdict of a run from its artifacts: validation, detection, cleaning, GAN.
-
-    Each artifact a stage has not written yet is said to be missing in the points.
+def compare_arms(
+    base: dict[str, Any],
+    other: dict[str, Any],
+    *,
+    floor: float | None,
+    higher_is_better: bool = True,
+    level: float | None = None,
+) -> Comparison:
+    """Decide whether ``other`` is better than ``base`` beyond the uncertainty.
 
     Parameters
     ----------
-    run : RunFolder
+    base, other : :func:`~assay.pipeline.evaluate.metric_interval` results of the two arms.
+    floor : keyword-only; when neither arm's mean reaches it (for a higher-is-better
+        metric), the outcome is ``too_short_to_judge``; ``None`` sets no floor.
+    higher_is_better : keyword-only; ``False`` for distances such as FID.
+    level : keyword-only; confidence level of the difference's interval (default
+        :data:`assay.pipeline.evaluate.LEVEL`).
+    """
+    from assay.pipeline.evaluate import LEVEL, difference_interval
+
+    diff, half = difference_interval(base, other, level=LEVEL if level is None else level)
+    gain = diff if higher_is_better else -diff
+    best = max(base["mean"], other["mean"]) if higher_is_better else None
+    if floor is not None and best is not None and best < floor:
+        outcome: Outcome = "too_short_to_judge"
+    elif gain > half:
+        outcome = "helped"
+    elif gain < -half:
+        outcome = "hurt"
+    else:
+        outcome = "no_clear_difference"
+    return Comparison(outcome, float(base["mean"]), float(other["mean"]), diff, half)
+
+
+def compute_verdict(
+    run: RunFolder, *, margin: float = QUALITY_MARGIN, level: float | None = None
+) -> Verdict:
+    """The verdict of a run folder, read through its typed readers.
+
+    Parameters
+    ----------
+    run : :class:`~assay.pipeline.runfolder.RunFolder`.
+    margin : keyword-only; the quality floor is the judge's accuracy on real held-out
+        images minus ``margin`` (see the module docstring).
+    level : keyword-only; confidence level of the intervals (default
+        :data:`assay.pipeline.evaluate.LEVEL`).
 
     Returns
     -------
     Verdict
+        Missing artifacts are said in the points, not raised.
     """
+    from assay.pipeline.clean import decision_counts
+    from assay.pipeline.evaluate import LEVEL
     from assay.pipeline.runfolder import MissingArtifactError
 
+    level = LEVEL if level is None else level
     points: list[str] = []
-    head: list[str] = []
-    tone: Tone = "neutral"
-    dirty_fraction: float | None = None
-    decisions: dict[str, int] = {}
-    outcome: Outcome = "not_compared"
-    fields: dict[str, object] = {}
-
+    parts: list[str] = []
+    dirty_fraction = None
     try:
-        validation = run.validation()
-        failed = [r for r in validation.results if not r.success]
-        sentence = (f"{validation.n_expectations - len(failed)} of "
-                    f"{validation.n_expectations} checks passed.")
-        if not validation.success_critical:
-            points.append("Validation: a critical check failed — " + sentence)
-            head.append("a critical validation check failed")
-            tone = "bad"
-        else:
-            points.append("Validation: " + sentence)
+        summary = run.detection_summary().model_dump()
+        dirty_fraction = float(summary["dirty_fraction"])
+        parts.append(f"{_pct(dirty_fraction)} of the data looks dirty")
+        points.append(
+            f"How dirty: {summary.get('n_dirty', '?')} samples are marked dirty "
+            f"({_pct(dirty_fraction)})."
+        )
     except MissingArtifactError:
-        points.append("Validation: not run.")
-
+        points.append("How dirty: not measured (the detect stage has not run).")
+    counts: dict[str, int] = {}
     try:
-        summary = run.detection_summary()
-        dirty_fraction = summary.dirty_fraction
-        top = sorted(((c, k) for k, c in summary.counts.items() if c and k != "dirty"),
-                     reverse=True)[:4]
-        detail = ", ".join(f"{c:,} {k.replace('_', ' ')}" for c, k in top)
-        points.append(f"How dirty: {summary.n_dirty:,} of {summary.n:,} samples "
-                      f"({_pct(dirty_fraction)}) look dirty"
-                      + (f" ({detail}; a sample can have several)." if detail else "."))
-        head.append(f"{_pct(dirty_fraction)} of the data looks dirty")
-    except MissingArtifactError:
-        points.append("How dirty: not measured — the detect stage has not run.")
-
-    try:
-        table = run.decisions()
-        counts = table["decision"].astype(str).value_counts()
-        decisions = {str(k): int(v) for k, v in counts.items()}
-        done = [f"{w} {decisions[d]:,}" for d, w in (("relabel", "relabelled"),
-                                                     ("drop", "dropped")) if decisions.get(d)]
-        points.append("What was done: " + ", ".join(
-            f"{v:,} {k}" for k, v in decisions.items()) + ".")
+        counts = decision_counts(run.decisions())
+        done = [f"{w} {counts[d]}" for d, w in (("relabel", "relabelled"), ("drop", "dropped"))
+                if counts.get(d)]  # fmt: skip
+        pending = f"; {counts['review']} wait for review" if counts.get("review") else ""
+        points.append(
+            "What was done: " + (" and ".join(done) + " samples" if done else "nothing changed")
+            + pending + "."
+        )
         if done:
-            head.append("cleaning " + " and ".join(done) + " samples")
+            parts.append("cleaning " + " and ".join(done) + " samples")
     except MissingArtifactError:
-        points.append("What was done: nothing yet — the clean stage has not run.")
+        points.append("What was done: nothing yet (the clean stage has not run).")
 
+    verdict: dict[str, Any] = {"outcome": "not_compared"}
     try:
-        gan = run.gan_metrics()
-        arms = {a: m.model_dump() for a, m in gan.arms.items()}
-        if "dirty" in arms and "clean" in arms:
-            vote, words = _compare_arms(arms["dirty"], arms["clean"])
-            verb = {1: "helped", -1: "hurt", 0: "made no clear difference"}[vote]
-            outcome = {1: "helped", -1: "hurt", 0: "no_clear_difference"}[vote]
-            points.append(f"Did it help: training on the cleaned data instead of the dirty "
-                          f"data {verb} ({words}).")
-            head.append(f"cleaning {verb} the GAN ({words.split(', ')[0]})")
-            fields = {"metric": "label_accuracy",
-                      "dirty_value": arms["dirty"]["label_accuracy"],
-                      "clean_value": arms["clean"]["label_accuracy"],
-                      "difference": arms["clean"]["label_accuracy"]
-                      - arms["dirty"]["label_accuracy"]}
-        if "dirty" in arms and "noise_aware" in arms:
-            vote, words = _compare_arms(arms["dirty"], arms["noise_aware"])
-            verb = {1: "helped", -1: "hurt", 0: "made no clear difference"}[vote]
-            points.append("Did it help: the noise-aware loss on the dirty data "
-                          f"{verb} ({words}).")
+        metrics = run.gan_metrics().model_dump()
     except MissingArtifactError:
-        points.append("Did it help: not measured — the gan stage has not run.")
-
-    record = run.read_run_json()
-    failed_stages = [s for s, r in record.stages.items() if r.state in ("failed", "critical")]
-    if failed_stages:
-        tone = "bad"
-        head.insert(0, f"the {' and '.join(failed_stages)} stage"
-                       f"{'s' if len(failed_stages) > 1 else ''} failed")
-    if tone != "bad":
-        if outcome == "helped":
-            tone = "good"
-        elif outcome == "hurt" or (dirty_fraction is not None and dirty_fraction > 0.05):
-            tone = "warn"
-        elif dirty_fraction is not None:
-            tone = "good"
-    if head:
-        headline = "; ".join(head) + "."
-        headline = headline[0].upper() + headline[1:]
+        metrics = None
+        points.append("Did it help: not measured (the gan stage has not run).")
+    if metrics is not None:
+        verdict = _gan_verdict(metrics, margin=margin, level=level, points=points)
+        if verdict.get("part"):
+            parts.append(verdict.pop("part"))
+    outcome = verdict["outcome"]
+    if outcome == "helped":
+        tone: Tone = "good"
+    elif outcome == "hurt" or (dirty_fraction is not None and dirty_fraction > DIRTY_WARN):
+        tone = "warn"
+    elif dirty_fraction is not None:
+        tone = "good" if outcome != "too_short_to_judge" else "neutral"
     else:
-        headline = "No detection result yet."
-    return Verdict(headline=headline, tone=tone, outcome=outcome,
-                   dirty_fraction=dirty_fraction, decisions=decisions, points=points,
-                   **fields)
+        tone = "neutral"
+    headline = "; ".join(parts) + "." if parts else "This run folder holds no results yet."
+    return Verdict(
+        headline=headline[0].upper() + headline[1:],
+        tone=tone,
+        dirty_fraction=dirty_fraction,
+        decisions=counts,
+        points=points,
+        level=level,
+        **verdict,
+    )
+
+
+def _gan_verdict(
+    metrics: dict[str, Any], *, margin: float, level: float, points: list[str]
+) -> dict[str, Any]:
+    arms = metrics.get("arms", {})
+    if "dirty" not in arms or "clean" not in arms:
+        points.append("Did it help: the dirty and the cleaned arm were not both trained.")
+        return {"outcome": "not_compared"}
+    dirty, clean = arms["dirty"], arms["clean"]
+    unc_d, unc_c = dirty.get("uncertainty") or {}, clean.get("uncertainty") or {}
+    if not unc_d.get(DECIDING_METRIC) or not unc_c.get(DECIDING_METRIC):
+        points.append(
+            "Did it help: the GAN metrics record no uncertainty (written by an older "
+            "version); re-run the gan stage to compare."
+        )
+        return {"outcome": "not_compared"}
+    judge_acc = metrics.get("reference", {}).get("label_accuracy")
+    floor = None if judge_acc is None else float(judge_acc) - margin
+    c = compare_arms(unc_d[DECIDING_METRIC], unc_c[DECIDING_METRIC], floor=floor, level=level)
+    n_seeds = int(unc_d[DECIDING_METRIC]["n_seeds"])
+    change = (
+        f"label accuracy {_pct(c.base_value)} → {_pct(c.other_value)}, "
+        f"{_points(c.difference)} ± {_points(c.half_width, sign=False)} points"
+    )
+    if c.outcome == "too_short_to_judge":
+        part = (
+            f"too short to judge the GAN: no arm reached a label accuracy of {_pct(floor)} "
+            f"(the judge's {_pct(judge_acc)} on real images minus {margin * 100:.0f} points); "
+            "train longer"
+        )
+    elif c.outcome == "no_clear_difference":
+        part = (
+            f"no clear difference in the GAN (± {_points(c.half_width, sign=False)} points; "
+            f"label accuracy {_pct(c.base_value)} → {_pct(c.other_value)})"
+        )
+    else:
+        part = f"cleaning {c.outcome} the GAN ({change})"
+    seeds_text = (
+        f"{n_seeds} training seeds per arm" if n_seeds > 1
+        else "1 training seed per arm (the interval covers only the judged samples)"
+    )  # fmt: skip
+    points.append(
+        f"Did it help: {part[0].upper() + part[1:]}. {level:.0%} interval of the difference "
+        f"from {seeds_text} and a bootstrap over {dirty.get('n_judged', '?')} judged samples."
+    )
+    for other, words in (("clean", "cleaned"), ("noise_aware", "noise-aware")):
+        if other not in arms:
+            continue
+        line = _evidence_line(dirty, arms[other], level=level)
+        if line:
+            points.append(f"Evidence, {words} vs dirty: {line}.")
+    return {
+        "outcome": c.outcome,
+        "metric": DECIDING_METRIC,
+        "dirty_value": c.base_value,
+        "clean_value": c.other_value,
+        "difference": c.difference,
+        "uncertainty": c.half_width,
+        "floor": floor,
+        "seeds": n_seeds,
+        "part": part,
+    }
+
+
+def _evidence_line(base: dict[str, Any], other: dict[str, Any], *, level: float) -> str:
+    out = []
+    for name, words, higher, as_points in _EVIDENCE:
+        a = (base.get("uncertainty") or {}).get(name)
+        b = (other.get("uncertainty") or {}).get(name)
+        if not a or not b:
+            continue
+        c = compare_arms(a, b, floor=None, higher_is_better=higher, level=level)
+        if as_points:
+            text = (f"{words} {_pct(c.base_value)} → {_pct(c.other_value)} "
+                    f"({_points(c.difference)} ± {_points(c.half_width, sign=False)})")  # fmt: skip
+        else:
+            text = (f"{words} {c.base_value:.2f} → {c.other_value:.2f} "
+                    f"({c.difference:+.2f} ± {c.half_width:.2f})")  # fmt: skip
+        verdict = {"helped": "better", "hurt": "worse", "no_clear_difference": "no clear change"}
+        out.append(f"{text}, {verdict[c.outcome]}")
+    return "; ".join(out)
+
+
+def _pct(x: float | None) -> str:
+    return "?" if x is None else f"{x * 100:.1f}%"
+
+
+def _points(x: float, *, sign: bool = True) -> str:
+    return f"{x * 100:+.1f}" if sign else f"{x * 100:.1f}"

@@ -130,9 +130,9 @@ def test_label_accuracy_of_real_images_is_the_judges_accuracy(judge, digits):
     _, _, xt, yt = digits
     expected = accuracy_score(yt, judge.predict(xt))
     assert evaluate.label_accuracy(judge, xt, yt) == pytest.approx(expected)
-    metrics = evaluate.gan_metrics(
-        judge, xt, yt, xt, yt, cas_images=xt, cas_labels=yt, seed=0
-    )
+    scores = evaluate.score_samples(judge, xt, yt, xt, yt, cas_images=xt, cas_labels=yt, seed=0)
+    metrics = scores.metrics
+    assert scores.correct.shape == (len(xt),) and scores.cas_correct.shape == (len(yt),)
     assert metrics["label_accuracy"] == pytest.approx(expected)
     assert metrics["fid"] == pytest.approx(0.0, abs=1e-3)
     assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0

@@ -197,7 +197,8 @@ class TestWiring:
         # one verdict: computed by the report stage, stored in run.json, shown by the report
         assert info["verdict"]["headline"] == summary.verdict
         detected = json.loads((run / "detection/summary.json").read_text())
-        assert f"{detected['n_dirty']} of 300 samples" in " ".join(info["verdict"]["points"])
+        points = " ".join(info["verdict"]["points"])
+        assert f"{detected['n_dirty']} samples are marked dirty" in points
         assert summary.report == run / "report.html"
         assert summary.verdict in summary.report.read_text()
         assert baseline["counts"][0] == {

@@ -150,6 +150,7 @@ def test_compare_gans_end_to_end(digits_pair, tmp_path):
         steps=12,
         device="cpu",
         seed=0,
+        seeds=2,
         log=lines.append,
         grid_columns=4,
         gan_options={"width": 8, "z_dim": 16, "batch_size": 32, "log_every": 4},
@@ -163,6 +164,10 @@ def test_compare_gans_end_to_end(digits_pair, tmp_path):
         for key in ("label_accuracy", "fid", "kid", "precision", "recall", "cas"):
             assert isinstance(m[key], float) and np.isfinite(m[key]), (arm, key)
         assert m["steps"] == 12 and m["device"] == "cpu" and m["images_per_second"] > 0
+        assert m["seeds"] == [0, 1000] and len(m["seconds_per_seed"]) == 2
+        la = m["uncertainty"]["label_accuracy"]
+        assert la["n_seeds"] == 2 and la["low"] <= m["label_accuracy"] <= la["high"]
+        assert m["uncertainty"]["fid"]["bootstrap_se"] > 0  # 160 judged images: FID shown
         assert 0.0 <= m["label_accuracy"] <= 1.0
         picture = Image.open(out / f"samples_{arm}.png")
         assert picture.size[1] > picture.size[0]  # 10 class rows, 4 columns
@@ -194,7 +199,8 @@ def test_arms_trained_separately_match_compare_gans(digits_pair, tmp_path):
     dirty, cleaned, issues, nm = digits_pair
     opts = {"gan_options": {"width": 8, "z_dim": 16, "batch_size": 32, "log_every": 4},
             "judge_options": {"epochs": 1, "min_steps": 20}, "grid_columns": 4}  # fmt: skip
-    common = {"noise_matrix": nm, "steps": 8, "device": "cpu", "seed": 3, "progress": False}
+    common = {"noise_matrix": nm, "steps": 8, "device": "cpu", "seed": 3, "seeds": 2,
+              "progress": False}  # fmt: skip
     whole = compare_gans(dirty, cleaned, issues, out_dir=tmp_path / "whole", **common, **opts)
     plan = prepare_comparison(dirty, cleaned, issues, out_dir=tmp_path / "plan", **common, **opts)
     assert plan["arms"] == list(ARMS)
@@ -225,6 +231,7 @@ def test_compare_gans_without_noise_matrix_skips_that_arm(digits_pair, tmp_path)
         noise_matrix=None,
         out_dir=tmp_path,
         steps=2,
+        seeds=1,
         device="cpu",
         progress=False,
         arms=("clean", "noise_aware"),
