@@ -244,7 +244,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from assay.pipeline import stages
 
     run = _stage_run(args)
-    params = stages.CleanParams(policy=args.policy)
+    decisions = str(Path(args.decisions).expanduser().resolve()) if args.decisions else None
+    params = stages.CleanParams(policy=args.policy, decisions=decisions)
     summary = stages.clean(run, params)
     _record(run, "clean", stages.params_dict(params), summary)
     lines = [f"Cleaned with policy {args.policy!r}: {summary.n_out} of {summary.n_in} kept"]
@@ -257,7 +258,8 @@ def cmd_gan(args: argparse.Namespace) -> int:
     from assay.pipeline import stages
 
     run = _stage_run(args)
-    params = stages.GenerateParams(steps=args.steps, seed=args.seed, device=args.device)
+    params = stages.GenerateParams(steps=args.steps, seed=args.seed, device=args.device,
+                                   seeds=args.seeds)  # fmt: skip
     summary = stages.generate(run, params, progress=not (args.quiet or args.json))
     _record(run, "generate", stages.params_dict(params), summary)
     lines = []
@@ -283,8 +285,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = (
-        "data", "inject", "policy", "steps", "device", "seed", "folds", "runner",
-        "run_dir", "runs_root", "suite", "strict",
+        "data", "inject", "policy", "steps", "seeds", "device", "seed", "folds", "runner",
+        "run_dir", "runs_root", "suite", "strict", "decisions",
     )  # fmt: skip
     out = {}
     for key in keys:
@@ -355,6 +357,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", choices=("drop", "relabel", "review"),
                    help="cleaning policy" + _run_default("policy"))  # fmt: skip
     p.add_argument("--steps", type=int, help="GAN training steps per arm" + _run_default("steps"))
+    p.add_argument("--seeds", type=int, help="training seeds per GAN arm, side by side"
+                   + _run_default("seeds"))  # fmt: skip
+    p.add_argument("--decisions", metavar="FILE",
+                   help="a person's edited review.csv, applied on top of the policy")
     p.add_argument("--device", help="auto, cpu or cuda[:N]" + _run_default("device"))
     p.add_argument("--seed", type=int, help="random seed" + _run_default("seed"))
     p.add_argument("--folds", type=int, help="folds of the out-of-fold classifier"
@@ -436,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_dir(p, "run folder with detection/")
     p.add_argument("--policy", default="relabel", choices=("drop", "relabel", "review"),
                    help="cleaning policy")  # fmt: skip
+    p.add_argument("--decisions", metavar="FILE",
+                   help="a person's edited review.csv (written by the review policy), "
+                   "applied on top of the policy's decisions")  # fmt: skip
     _add_output(p)
     p.set_defaults(handler=cmd_clean)
 
@@ -443,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_dir(p, "run folder with cleaned/")
     p.add_argument("--steps", type=int, default=GenerateParams.steps,
                    help="training steps per arm")  # fmt: skip
+    p.add_argument("--seeds", type=int, default=GenerateParams.seeds,
+                   help="training seeds per arm, trained side by side")  # fmt: skip
     _add_compute(p)
     _add_output(p)
     p.set_defaults(handler=cmd_gan)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from assay.pipeline.errors import DataError
-from assay.pipeline.limits import MAX_FOLDS, MAX_STEPS, MIN_FOLDS, MIN_STEPS
+from assay.pipeline.limits import MAX_FOLDS, MAX_SEEDS, MAX_STEPS, MIN_FOLDS, MIN_STEPS
 from assay.pipeline.stages.base import DetectParams, GenerateParams
 
 #: The stages of a run, in order. ``until`` stops after one of them.
@@ -67,6 +67,13 @@ class RunConfig(BaseModel):
         Folds of the out-of-fold classifier used for label-issue detection (2..50).
     steps : int
         Training steps of each GAN arm (1..1,000,000).
+    seeds : int
+        Training seeds per GAN arm, trained side by side; the spread between them is part
+        of every GAN metric's uncertainty, so the verdict says "helped" or "hurt" only
+        when the difference is larger than it.
+    decisions : str or None
+        A person's edited ``review.csv`` (from the ``review`` policy), applied on top of
+        the policy's decisions.
     device : str
         ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     seed : int
@@ -104,6 +111,8 @@ class RunConfig(BaseModel):
     policy: Literal["relabel", "drop", "review"] = "relabel"
     folds: int = Field(default=DetectParams.folds, ge=MIN_FOLDS, le=MAX_FOLDS)
     steps: int = Field(default=GenerateParams.steps, ge=MIN_STEPS, le=MAX_STEPS)
+    seeds: int = Field(default=GenerateParams.seeds, ge=1, le=MAX_SEEDS)
+    decisions: str | None = None
     device: str = "auto"
     seed: int = Field(default=0, ge=0)
     runner: str = "threads"
@@ -122,7 +131,7 @@ class RunConfig(BaseModel):
             raise ValueError("must name a dataset")
         return value
 
-    @field_validator("inject", "suite", "reference")
+    @field_validator("inject", "suite", "reference", "decisions")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         if value is None or not value.strip() or value.strip().lower() == "none":
@@ -171,7 +180,7 @@ class RunConfig(BaseModel):
         )
         paths = {
             key: str(Path(value).expanduser().resolve())
-            for key in ("data", "inject", "suite", "reference")
+            for key in ("data", "inject", "suite", "reference", "decisions")
             if (value := getattr(self, key)) and Path(value).expanduser().exists()
         }
         return self.model_copy(

@@ -210,6 +210,8 @@ def clean_flow(
         issues_hash=issues_hash,
         validation_hash=validation_hash,
         policy=config.policy,
+        decisions=config.decisions,
+        decisions_hash=path_fingerprint(config.decisions),
         **_common(config),
     )
 
@@ -225,7 +227,8 @@ def generate_flow(
     threads the arms train one after the other in one task, each on every core.
     """
     common = {"data_hash": data_hash, "issues_hash": issues_hash,
-              "cleaned_hash": cleaned_hash, "steps": config.steps, "seed": config.seed,
+              "cleaned_hash": cleaned_hash, "steps": config.steps, "seeds": config.seeds,
+              "seed": config.seed,
               "device": device, **_common(config)}  # fmt: skip
     work = None
     if use_task_runner(config):

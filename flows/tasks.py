@@ -130,10 +130,14 @@ def detect_issues(
 @task(name="clean-dataset", cache_key_fn=stage_key("clean"), **_CACHED)
 def clean_data(
     *, data_hash: str, issues_hash: str, validation_hash: str | None, policy: str,
-    run_dir: str,
+    decisions: str | None = None, decisions_hash: str | None = None, run_dir: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """Turn issues into decisions -> ``run_dir/cleaned/`` (dataset + decisions)."""
-    summary = stages.clean(RunFolder(run_dir), stages.CleanParams(policy=policy))
+    """Turn issues into decisions -> ``run_dir/cleaned/`` (dataset + decisions).
+
+    ``decisions`` (keyed by its content, ``decisions_hash``): a person's edited review file.
+    """
+    params = stages.CleanParams(policy=policy, decisions=decisions)
+    summary = stages.clean(RunFolder(run_dir), params)
     return make_record("clean", run_dir=run_dir, paths=[_rel(run_dir, "cleaned")],
                        summary=summary.model_dump(mode="json"))  # fmt: skip
 
@@ -141,8 +145,9 @@ def clean_data(
 # --------------------------------------------------------------------------- generate
 @task(name="compare-gans", log_prints=True, cache_key_fn=stage_key("generate"), **_CACHED)
 def generate_compare(
-    *, data_hash: str, issues_hash: str, cleaned_hash: str, steps: int, seed: int,
-    device: str, run_dir: str, progress: bool = False, work: dict[str, Any] | None = None,
+    *, data_hash: str, issues_hash: str, cleaned_hash: str, steps: int, seeds: int,
+    seed: int, device: str, run_dir: str, progress: bool = False,
+    work: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Train the GAN arms on dirty and cleaned data and score them -> ``run_dir/gan/``.
 
@@ -154,7 +159,7 @@ def generate_compare(
         arm_dirs = {arm: Path(folder) for arm, folder in work["arms"].items()}
         summary = stages.finish_generate(run, Path(work["plan"]), arm_dirs)
     else:
-        params = stages.GenerateParams(steps=steps, seed=seed, device=device)
+        params = stages.GenerateParams(steps=steps, seed=seed, device=device, seeds=seeds)
         summary = stages.generate(run, params, progress=progress)
     return make_record("generate", run_dir=run_dir, paths=[_rel(run_dir, "gan")],
                        summary=summary.model_dump(mode="json"))  # fmt: skip
@@ -162,8 +167,8 @@ def generate_compare(
 
 @task(name="prepare-gans", cache_key_fn=stage_key("generate", part="prepare"), **_CACHED)
 def gan_prepare(
-    *, data_hash: str, issues_hash: str, cleaned_hash: str, steps: int, seed: int,
-    device: str, run_dir: str, work_root: str, progress: bool = False,
+    *, data_hash: str, issues_hash: str, cleaned_hash: str, steps: int, seeds: int,
+    seed: int, device: str, run_dir: str, work_root: str, progress: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Split off the trusted slice, train the judge, plan the arms -> a work folder.
 
@@ -172,7 +177,7 @@ def gan_prepare(
     import time
 
     start = time.perf_counter()
-    params = stages.GenerateParams(steps=steps, seed=seed, device=device)
+    params = stages.GenerateParams(steps=steps, seed=seed, device=device, seeds=seeds)
     with work_folder(work_root) as (final, tmp):
         arms = stages.prepare_generate(RunFolder(run_dir), params, tmp, progress=progress)
     return make_work_record("generate", part="prepare", work=final, summary={"arms": arms},
@@ -182,14 +187,14 @@ def gan_prepare(
 @task(name="train-arm", cache_key_fn=stage_key("generate", part="arm"), **_CACHED)
 def gan_arm(
     *, arm: str, data_hash: str, issues_hash: str, cleaned_hash: str, plan_hash: str,
-    steps: int, seed: int, device: str, run_dir: str, work_root: str, work: str,
+    steps: int, seeds: int, seed: int, device: str, run_dir: str, work_root: str, work: str,
     progress: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Train and score one GAN arm (``work`` is the plan's folder) -> a work folder."""
     import time
 
     start = time.perf_counter()
-    params = stages.GenerateParams(steps=steps, seed=seed, device=device)
+    params = stages.GenerateParams(steps=steps, seed=seed, device=device, seeds=seeds)
     # the arms train side by side: one torch thread each, so they do not spin on each other
     with work_folder(work_root) as (final, tmp), cpu_thread_limit(1):
         metrics = stages.train_arm(RunFolder(run_dir), params, arm, plan_dir=Path(work),

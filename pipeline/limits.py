@@ -31,6 +31,8 @@ MAX_DATASET_BYTES = 16 * 2**30
 MIN_FOLDS, MAX_FOLDS = 2, 50
 #: Training steps of one GAN arm.
 MIN_STEPS, MAX_STEPS = 1, 1_000_000
+#: Training seeds of one GAN arm.
+MAX_SEEDS = 16
 #: Fewest samples detection can work with (two per fold of the smallest split).
 MIN_DETECTION_SAMPLES = 4
 

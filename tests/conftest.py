@@ -104,7 +104,7 @@ def build_real_run(root: Path, *, n: int = 300, folds: int = 3, steps: int = 20)
     clean.write_cleaned(cleaned, decisions, run.paths.cleaned)
     generate.compare_gans(
         dataset, run.cleaned(), run.issues(), noise_matrix=run.noise_matrix(),
-        out_dir=run.paths.gan, steps=steps, seed=0, progress=False,
+        out_dir=run.paths.gan, steps=steps, seed=0, seeds=2, progress=False,
         vae_dir=run.paths.detection, min_trusted_per_class=5,
         gan_options={"width": 16}, judge_options={"epochs": 2, "min_steps": 20},
     )

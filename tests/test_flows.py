@@ -111,7 +111,7 @@ def spies():
 
 
 def _config(root: Path, data: str, **kw: Any) -> RunConfig:
-    base = {"data": data, "runs_root": root / "runs", "steps": 10, "folds": 2,
+    base = {"data": data, "runs_root": root / "runs", "steps": 10, "seeds": 1, "folds": 2,
             "device": "cpu", "progress": False, "data_docs": False}  # fmt: skip
     base.update(kw)
     return RunConfig(**base)
@@ -698,8 +698,8 @@ def test_prefect_yaml_describes_the_same_flow():
 
 
 # --------------------------------------------------------------------------- end to end
-E2E = {"data": "digits", "inject": "mixed-mild", "steps": 60, "folds": 3, "device": "cpu",
-       "progress": False}  # fmt: skip
+E2E = {"data": "digits", "inject": "mixed-mild", "steps": 60, "seeds": 2, "folds": 3,
+       "device": "cpu", "progress": False}  # fmt: skip
 
 #: Every file a complete run folder holds (data docs are checked separately).
 RUN_FILES = [

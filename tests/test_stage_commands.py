@@ -39,13 +39,13 @@ def both(data, tmp_path_factory):
         ["validate", "--run-dir", str(one), "--data", data, *PARAMS],
         ["detect", "--run-dir", str(one), "--folds", "2", "--device", "cpu"],
         ["clean", "--run-dir", str(one), "--policy", "relabel"],
-        ["gan", "--run-dir", str(one), "--steps", "10", "--device", "cpu"],
+        ["gan", "--run-dir", str(one), "--steps", "10", "--seeds", "1", "--device", "cpu"],
         ["report", "--run-dir", str(one)],
     ):
         transcript.append((argv[0], main(argv)))
     flow = root / "flow"
     code = main(["run", "--run-dir", str(flow), "--data", data, *PARAMS, "--folds", "2",
-                 "--steps", "10", "--device", "cpu", "--quiet"])  # fmt: skip
+                 "--steps", "10", "--seeds", "1", "--device", "cpu", "--quiet"])  # fmt: skip
     return {"one": one, "flow": flow, "transcript": transcript, "run_code": code}
 
 

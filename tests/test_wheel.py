@@ -79,8 +79,8 @@ def test_installed_wheel_runs_beside_a_users_flows_and_models(installed, tmp_pat
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     proc = subprocess.run(
-        [str(env_bin / "assay"), "run", "--data", "digits", "--steps", "50", "--folds", "2",
-         "--device", "cpu", "--runs-root", str(tmp_path / "runs"), "--json"],
+        [str(env_bin / "assay"), "run", "--data", "digits", "--steps", "50", "--seeds", "2",
+         "--folds", "2", "--device", "cpu", "--runs-root", str(tmp_path / "runs"), "--json"],
         cwd=work, env=env, capture_output=True, text=True, timeout=1500,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

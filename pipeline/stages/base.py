@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from assay.pipeline.limits import MAX_FOLDS, MAX_STEPS, MIN_FOLDS, MIN_STEPS, check_int
+from assay.pipeline.limits import MAX_FOLDS, MAX_SEEDS, MAX_STEPS, MIN_FOLDS, MIN_STEPS, check_int
 
 #: The stages, in order.
 STAGES: tuple[str, ...] = ("ingest", "validate", "detect", "clean", "generate", "report")
@@ -44,17 +44,25 @@ class DetectParams:
 
 @dataclass(frozen=True)
 class CleanParams:
+    """``decisions``: a person's edited ``review.csv``, applied on top of the policy."""
+
     policy: str = "relabel"
+    decisions: str | None = None
 
 
 @dataclass(frozen=True)
 class GenerateParams:
+    """``seeds``: training seeds per arm, trained side by side (their spread is part of
+    every metric's uncertainty)."""
+
     steps: int = 1500
     seed: int = 0
     device: str = "auto"
+    seeds: int = 3
 
     def __post_init__(self) -> None:  # refused before anything is written
         check_int("steps", self.steps, low=MIN_STEPS, high=MAX_STEPS)
+        check_int("seeds", self.seeds, low=1, high=MAX_SEEDS)
 
 
 def params_dict(params: Any) -> dict[str, Any]:

@@ -45,7 +45,8 @@ def generate(run: RunFolder, params: GenerateParams, *, progress: bool = True) -
     with atomic_dir(run.paths.gan) as tmp:
         metrics = compare_gans(dirty, cleaned, issues, noise_matrix=noise_matrix, out_dir=tmp,
                                steps=params.steps, device=params.device, seed=params.seed,
-                               vae_dir=run.paths.detection, progress=progress)  # fmt: skip
+                               seeds=params.seeds, vae_dir=run.paths.detection,
+                               progress=progress)  # fmt: skip
     return _generate_summary(run, metrics, start)
 
 
@@ -61,7 +62,8 @@ def prepare_generate(
     dirty, cleaned, issues, noise_matrix = _gan_inputs(run)
     plan = prepare_comparison(dirty, cleaned, issues, noise_matrix=noise_matrix,
                               out_dir=out_dir, steps=params.steps, device=params.device,
-                              seed=params.seed, vae_dir=run.paths.detection,
+                              seed=params.seed, seeds=params.seeds,
+                              vae_dir=run.paths.detection,
                               progress=progress)  # fmt: skip
     return [str(a) for a in plan["arms"]]
 
