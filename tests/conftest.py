@@ -75,7 +75,7 @@ def build_real_run(root: Path, *, n: int = 300, folds: int = 3, steps: int = 20)
 
     from assay.models.classifier import ClassifierConfig
     from assay.pipeline import clean, detect, generate, inject, io, validate
-    from assay.pipeline.ingest import snapshot
+    from assay.pipeline.stages import ingest
     from assay.pipeline.runfolder import new_run_id, now_iso, versions
 
     digits = io.load("digits")
@@ -87,7 +87,7 @@ def build_real_run(root: Path, *, n: int = 300, folds: int = 3, steps: int = 20)
     config = dataclasses.replace(inject.resolve("mixed-mild"), blank=0.01)
     dirty = inject.inject(small, config, seed=0)
     run = RunFolder(root)
-    snapshot(dirty, run)
+    ingest(run, dirty)
     parameters = {"data": "digits", "inject": "mixed-mild", "folds": folds, "steps": steps,
                   "policy": "relabel", "seed": 0}
     run.update_run_json(run_id=new_run_id(), started_at=now_iso(), parameters=parameters,
