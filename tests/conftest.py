@@ -75,8 +75,8 @@ def build_real_run(root: Path, *, n: int = 300, folds: int = 3, steps: int = 20)
 
     from assay.models.classifier import ClassifierConfig
     from assay.pipeline import clean, detect, generate, inject, io, validate
-    from assay.pipeline.stages import ingest
     from assay.pipeline.runfolder import new_run_id, now_iso, versions
+    from assay.pipeline.stages import ingest
 
     digits = io.load("digits")
     keep, _ = train_test_split(np.arange(len(digits)), train_size=n, random_state=0,
