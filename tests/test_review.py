@@ -9,8 +9,8 @@ from conftest import make_tiny_dataset
 from assay.pipeline.clean import REVIEW_COLUMNS, apply_review, clean, read_review, write_cleaned
 from assay.pipeline.detect import run_detection
 from assay.pipeline.errors import DataError
-from assay.pipeline.ingest import snapshot
 from assay.pipeline.runfolder import RunFolder
+from assay.pipeline.stages import ingest
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def review_run(tmp_path_factory: pytest.TempPathFactory) -> RunFolder:
     labels[[0, 13, 26]] = [1, 2, 0]  # three wrong labels
     dataset = dataset.with_labels(labels)
     run = RunFolder(tmp_path_factory.mktemp("run") / "run")
-    snapshot(dataset, run)
+    ingest(run, dataset)
     run_detection(
         dataset, out_dir=run.paths.detection, folds=2, progress=False, device="cpu",
         detectors=("label", "exact_duplicate", "image_property"), classifier={"model": "svc"},
