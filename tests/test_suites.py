@@ -148,3 +148,19 @@ def test_learned_suite_round_trip_through_the_cli(colour, tmp_path, capsys):
     grey = io.load("digits").subset(np.arange(200))
     code, doc = _validate_cli(tmp_path, "grey", _npz(tmp_path / "grey.npz", grey), suite_path)
     assert code == 3 and "channels_as_trusted" in doc["critical_failures"]
+
+
+def test_learning_from_the_digits_example_replaces_its_hand_set_bounds(tmp_path):
+    digits = io.load("digits")
+    path = tmp_path / "digits_learned.json"
+    argv = ["expectations", "learn", "--data", "digits", "--out", str(path),
+            "--suite", str(DIGITS_SUITE_PATH)]  # fmt: skip
+    assert main(argv) == 0
+    suite = load_suite(path)
+    names = {e["meta"]["name"] for e in suite.expectations}
+    assert suite.name == "assay_digits_learned"
+    assert not names & {"greyscale", "not_blank", "ink_fraction_plausible", "background_dark",
+                        "not_noise"}  # fmt: skip
+    assert {"channels_as_trusted", "ink_fraction_in_learned_range",
+            "border_ink_fraction_in_learned_range"} <= names  # fmt: skip
+    assert validate(digits, suite_path=path, data_docs=False).failed == []
