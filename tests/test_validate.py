@@ -201,21 +201,19 @@ def _rare_class(ds: Dataset) -> dict:
 
 
 def _unreadable_file(ds: Dataset) -> dict:
+    """The real image-folder loader on ``ds`` saved as PNGs plus one file it cannot read."""
     import tempfile
 
     from PIL import Image
 
     with tempfile.TemporaryDirectory() as tmp:
-        return _load_with_a_broken_file(ds, Path(tmp), Image)
-
-
-def _load_with_a_broken_file(ds: Dataset, folder: Path, Image: Any) -> dict:
-    for i, (image, label) in enumerate(zip(ds.images, ds.labels, strict=True)):
-        (folder / str(label)).mkdir(exist_ok=True)
-        Image.fromarray(image).save(folder / str(label) / f"{i}.png")
-    (folder / "0" / "broken.png").write_bytes(b"not an image")
-    with pytest.warns(io.DataWarning, match="broken.png"):
-        loaded = io.load(str(folder))
+        folder = Path(tmp)
+        for i, (image, label) in enumerate(zip(ds.images, ds.labels, strict=True)):
+            (folder / str(label)).mkdir(exist_ok=True)
+            Image.fromarray(image).save(folder / str(label) / f"{i}.png")
+        (folder / "0" / "broken.png").write_bytes(b"not an image")
+        with pytest.warns(io.DataWarning, match="broken.png"):
+            loaded = io.load(str(folder))
     return {"dataset": loaded}
 
 
