@@ -220,8 +220,9 @@ def cmd_expectations_learn(args: argparse.Namespace) -> int:
     from assay.pipeline.validate import learn_suite
 
     dataset = io.load(args.data, strict=args.strict)
-    out = learn_suite(dataset, out_path=Path(args.out))
-    print(f"Learned a suite from {len(dataset)} trusted samples: {out}")
+    out = learn_suite(dataset, out_path=Path(args.out), base_suite=args.suite)
+    print(f"Learned a suite from {len(dataset)} trusted samples: {out} "
+          f"(use it with --suite {out})")  # fmt: skip
     return EXIT_OK
 
 
@@ -426,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = esub.add_parser("learn", help="fit a suite to a dataset you trust", **fmt)
     _add_data(q)
     q.add_argument("--out", required=True, metavar="FILE", help="suite JSON to write")
+    q.add_argument("--suite", metavar="FILE",
+                   help="suite to start from (default: the built-in generic suite)")  # fmt: skip
     q.set_defaults(handler=cmd_expectations_learn)
 
     p = sub.add_parser("detect", help="find mislabelled, outlying and duplicate samples", **fmt)

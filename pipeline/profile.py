@@ -286,7 +286,11 @@ def dataset_facts(dataset: Dataset, profile: pd.DataFrame) -> dict[str, Any]:
         (name -> count, every declared class), ``class_fractions``, ``label_set``
         (sorted labels present), ``n_classes_present``, ``missing_classes`` (declared
         names with no sample), ``n_missing_classes``, ``n_duplicates`` (samples that
-        copy an earlier one), ``duplicate_fraction``, ``image_shape``, ``channels``.
+        copy an earlier one), ``duplicate_fraction``, ``class_imbalance_ratio`` (the
+        largest class count over the smallest non-zero one; 1.0 with fewer than two
+        classes present), ``n_skipped_files`` (files the loader skipped as unreadable
+        or misplaced, from ``dataset.meta["n_skipped"]``; 0 when none were),
+        ``image_shape``, ``channels``.
     """
     raw = pd.to_numeric(profile["label"], errors="coerce").to_numpy(dtype=np.float64)
     labels = raw[np.isfinite(raw) & (raw == np.round(raw))].astype(np.int64)
@@ -296,6 +300,8 @@ def dataset_facts(dataset: Dataset, profile: pd.DataFrame) -> dict[str, Any]:
     n = len(profile)
     names = list(dataset.class_names)
     n_dup = int(profile["is_duplicate"].sum()) if "is_duplicate" in profile else 0
+    present = counts[counts > 0]
+    imbalance = float(present.max() / present.min()) if len(present) > 1 else 1.0
     return {
         "n_samples": int(n),
         "n_classes": int(k),
@@ -310,6 +316,8 @@ def dataset_facts(dataset: Dataset, profile: pd.DataFrame) -> dict[str, Any]:
         "n_missing_classes": int(np.count_nonzero(counts == 0)),
         "n_duplicates": n_dup,
         "duplicate_fraction": float(n_dup / n) if n else 0.0,
+        "class_imbalance_ratio": imbalance,
+        "n_skipped_files": int(dataset.meta.get("n_skipped") or 0),
         "image_shape": list(dataset.image_shape),
         "channels": int(dataset.channels),
     }

@@ -3,7 +3,9 @@
 :func:`validate` profiles the dataset (:mod:`pipeline.profile`), builds three tables —
 ``samples`` (one row per image), ``dataset`` (one row of facts) and ``classes`` (each
 class's share against a reference distribution) — and runs a suite from
-``expectations/`` over them. Every expectation carries a severity: a failed *critical*
+``expectations/`` over them. The default suite (``default.json``) holds generic checks
+that fit any labelled image data; ``digits.json`` is an example with hand-set bounds for
+MNIST-like digits. Every expectation carries a severity: a failed *critical*
 one makes ``success_critical`` False (the command exits with code 3 and the run stops
 before detection); *warning* failures are reported and mark the samples they concern.
 
@@ -35,6 +37,7 @@ from assay.pipeline.errors import DataError
 from assay.pipeline.profile import dataset_facts, profile
 from assay.pipeline.validation.suites import (
     DEFAULT_SUITE_PATH,
+    DIGITS_SUITE_PATH,
     Suite,
     learn_suite_dict,
     load_suite,
@@ -43,6 +46,7 @@ from assay.pipeline.validation.tables import class_table, dataset_table, referen
 
 __all__ = [
     "DEFAULT_SUITE_PATH",
+    "DIGITS_SUITE_PATH",
     "ValidationResult",
     "critical_failures_message",
     "learn_suite",
@@ -304,11 +308,16 @@ def learn_suite(
 ) -> Path:
     """Fit a suite to a dataset the user trusts and write it to ``out_path``.
 
-    The suite starts from ``base_suite`` (default: ``expectations/default.json``): the
-    per-sample quality bounds become robust bounds learned from the data's quantiles
-    (:func:`pipeline.validation.suites.learned_bounds`), image height, width and
-    channels must match the trusted data, and the trusted class distribution becomes
-    the reference the class balance is compared with.
+    The suite starts from ``base_suite`` (default: ``expectations/default.json``) and
+    adds a warning per image property of
+    :data:`pipeline.validation.suites.LEARNED_COLUMNS` (mean, contrast, ink, border
+    ink, entropy, edge energy, flatness): the property must lie within robust bounds
+    learned from the trusted data's quantiles
+    (:func:`pipeline.validation.suites.learned_bounds`); hand-set bounds of the base
+    suite marked ``learn: "bounds"`` are replaced by learned ones. Image height, width
+    and channels must match the trusted data (critical), and the trusted class
+    distribution becomes the reference the class balance is compared with. Validate
+    new batches with it through ``validate(..., suite_path=out_path)`` (``--suite``).
 
     Parameters
     ----------

@@ -18,6 +18,7 @@ from assay.pipeline.errors import DataError
 from assay.pipeline.profile import profile
 from assay.pipeline.validate import (
     DEFAULT_SUITE_PATH,
+    DIGITS_SUITE_PATH,
     ValidationResult,
     critical_failures_message,
     learn_suite,
@@ -28,6 +29,11 @@ from assay.pipeline.validate import (
 DEFAULT_NAMES = [
     e["meta"]["name"] for e in json.loads(DEFAULT_SUITE_PATH.read_text())["expectations"]
 ]
+DIGITS_NAMES = [
+    e["meta"]["name"] for e in json.loads(DIGITS_SUITE_PATH.read_text())["expectations"]
+]
+#: The expectations of the digits example that the generic default suite does not hold.
+DIGITS_ONLY = [n for n in DIGITS_NAMES if n not in DEFAULT_NAMES]
 DIRT_KINDS = ("blank", "constant", "inverted", "heavy_noise")
 
 
@@ -179,6 +185,38 @@ def _colour(ds: Dataset) -> dict:
     return {"dataset": dataclasses.replace(ds, images=rgb)}
 
 
+def _four_channels(ds: Dataset) -> dict:
+    rgba = np.repeat(ds.images[..., None], 4, axis=3)
+    return {"dataset": dataclasses.replace(ds, images=rgba)}
+
+
+def _too_small(ds: Dataset) -> dict:
+    return {"dataset": dataclasses.replace(ds, images=ds.images[:, ::2, ::2].copy())}  # 4x4
+
+
+def _rare_class(ds: Dataset) -> dict:
+    keep = np.flatnonzero(ds.labels != 1)  # the largest class has 12 samples
+    one = np.flatnonzero(ds.labels == 1)[:1]
+    return {"dataset": ds.subset(np.sort(np.concatenate([keep, one])))}
+
+
+def _unreadable_file(ds: Dataset) -> dict:
+    """The real image-folder loader on ``ds`` saved as PNGs plus one file it cannot read."""
+    import tempfile
+
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for i, (image, label) in enumerate(zip(ds.images, ds.labels, strict=True)):
+            (folder / str(label)).mkdir(exist_ok=True)
+            Image.fromarray(image).save(folder / str(label) / f"{i}.png")
+        (folder / "0" / "broken.png").write_bytes(b"not an image")
+        with pytest.warns(io.DataWarning, match="broken.png"):
+            loaded = io.load(str(folder))
+    return {"dataset": loaded}
+
+
 def _missing_class(ds: Dataset) -> dict:
     return {"dataset": ds.subset(ds.labels != 3)}
 
@@ -212,6 +250,20 @@ BREAKERS: dict[str, Callable[[Dataset], dict]] = {
     "pixel_max_in_range": _replace_profile("pixel_max", 7, 300),
     "no_nan_pixels": _marked("has_nan"),
     "no_inf_pixels": _marked("has_inf"),
+    "channels_supported": _four_channels,
+    "height_within_size_policy": _too_small,
+    "width_within_size_policy": _too_small,
+    "not_constant": _images(lambda x: np.full_like(x, 77)),
+    "all_declared_classes_present": _missing_class,
+    "duplicate_fraction_small": _copies,
+    "class_balance_vs_reference": _skewed,
+    "class_in_reference": _unknown_to_reference,
+    "class_imbalance_within_dataset": _rare_class,
+    "all_files_readable": _unreadable_file,
+}
+
+#: The expectations only the digits example suite holds.
+DIGITS_BREAKERS: dict[str, Callable[[Dataset], dict]] = {
     "greyscale": _colour,
     "not_blank": _images(lambda x: np.full_like(x, 77)),
     "ink_fraction_plausible": _images(lambda x: x // 4),  # faint: no pixel reaches 128
@@ -221,28 +273,34 @@ BREAKERS: dict[str, Callable[[Dataset], dict]] = {
             np.uint8
         )
     ),
-    "all_declared_classes_present": _missing_class,
-    "duplicate_fraction_small": _copies,
-    "class_balance_vs_reference": _skewed,
-    "class_in_reference": _unknown_to_reference,
 }
 
 
 def test_every_default_expectation_has_a_breaking_case():
     assert sorted(BREAKERS) == sorted(DEFAULT_NAMES)
+    assert sorted(DIGITS_BREAKERS) == sorted(DIGITS_ONLY)
 
 
-@pytest.fixture(scope="module")
-def single_suites(tmp_path_factory) -> dict[str, Path]:
-    """Each default expectation, verbatim, alone in a suite file (one GX run is slow)."""
-    raw = json.loads(DEFAULT_SUITE_PATH.read_text())
-    folder = tmp_path_factory.mktemp("single")
+def _one_per_file(suite: Path, folder: Path) -> dict[str, Path]:
+    raw = json.loads(suite.read_text())
     paths = {}
     for entry in raw["expectations"]:
         path = folder / f"{entry['meta']['name']}.json"
         path.write_text(json.dumps({**raw, "expectations": [entry]}))
         paths[entry["meta"]["name"]] = path
     return paths
+
+
+@pytest.fixture(scope="module")
+def single_suites(tmp_path_factory) -> dict[str, Path]:
+    """Each default expectation, verbatim, alone in a suite file (one GX run is slow)."""
+    return _one_per_file(DEFAULT_SUITE_PATH, tmp_path_factory.mktemp("single"))
+
+
+@pytest.fixture(scope="module")
+def digits_single_suites(tmp_path_factory) -> dict[str, Path]:
+    """Each expectation of the digits example suite alone in a suite file."""
+    return _one_per_file(DIGITS_SUITE_PATH, tmp_path_factory.mktemp("digits_single"))
 
 
 @pytest.fixture(scope="module")
@@ -255,13 +313,11 @@ def class_suite(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", DEFAULT_NAMES)
-def test_each_default_expectation_fails_on_data_that_breaks_it(name, small, single_suites):
-    case = BREAKERS[name](small)
+def _check_breaks(name: str, case: dict, small: Dataset, suite: Path) -> None:
     expect_ids = case.pop("expect_ids", None)
-    clean = validate(small, suite_path=single_suites[name], data_docs=False)
+    clean = validate(small, suite_path=suite, data_docs=False)
     assert clean.failed == []
-    result = validate(case.pop("dataset"), suite_path=single_suites[name], data_docs=False, **case)
+    result = validate(case.pop("dataset"), suite_path=suite, data_docs=False, **case)
     found = by_name(result)[name]
     assert found["success"] is False, found
     severity = found["severity"]
@@ -274,21 +330,48 @@ def test_each_default_expectation_fails_on_data_that_breaks_it(name, small, sing
         assert sorted(flagged) == sorted(expect_ids)
 
 
+@pytest.mark.parametrize("name", DEFAULT_NAMES)
+def test_each_default_expectation_fails_on_data_that_breaks_it(name, small, single_suites):
+    _check_breaks(name, BREAKERS[name](small), small, single_suites[name])
+
+
+@pytest.mark.parametrize("name", DIGITS_ONLY)
+def test_each_digits_example_expectation_fails_on_data_that_breaks_it(
+    name, small, digits_single_suites
+):
+    _check_breaks(name, DIGITS_BREAKERS[name](small), small, digits_single_suites[name])
+
+
 # --------------------------------------------------------------------------- dirt detection
 def _rates(result: ValidationResult, kinds: np.ndarray) -> dict[str, float]:
     flagged = result.flagged
     return {str(k): float(flagged[kinds == k].mean()) for k in np.unique(kinds)}
 
 
-def _assert_catches_dirt(rates: dict[str, float]) -> None:
-    for kind in DIRT_KINDS:
+def _assert_catches_dirt(rates: dict[str, float], kinds=DIRT_KINDS) -> None:
+    for kind in kinds:
         assert rates[kind] >= 0.95, (kind, rates)
     assert rates["clean"] <= 0.01, rates
 
 
-def test_default_suite_flags_dirt_in_digits(digits):
+#: The dirt the generic default suite catches without knowing what the images show
+#: (an inverted or noisy image is a valid image of some other dataset: it takes a learned
+#: suite, or the digits example, to call it dirt).
+GENERIC_DIRT = ("blank", "constant")
+
+
+def test_default_suite_flags_constant_images_in_digits(digits):
     dirty, kinds = make_dirty(digits, rate=0.03)
-    _assert_catches_dirt(_rates(validate(dirty, data_docs=False), kinds))
+    _assert_catches_dirt(_rates(validate(dirty, data_docs=False), kinds), GENERIC_DIRT)
+
+
+def test_digits_example_suite_flags_dirt_in_digits(digits):
+    clean = validate(digits, suite_path=DIGITS_SUITE_PATH, data_docs=False)
+    assert [r["expectation"] for r in clean.results] == DIGITS_NAMES
+    assert clean.failed == []
+    dirty, kinds = make_dirty(digits, rate=0.03)
+    result = validate(dirty, suite_path=DIGITS_SUITE_PATH, data_docs=False)
+    _assert_catches_dirt(_rates(result, kinds))
 
 
 def test_learned_suite_flags_dirt_in_held_out_digits(digits, tmp_path):
@@ -298,11 +381,14 @@ def test_learned_suite_flags_dirt_in_held_out_digits(digits, tmp_path):
     _assert_catches_dirt(_rates(validate(dirty, suite_path=suite, data_docs=False), kinds))
 
 
-def test_default_suite_flags_dirt_in_mnist(mnist):
+def test_default_and_digits_suites_flag_dirt_in_mnist(mnist):
     dirty, kinds = make_dirty(mnist, rate=0.02)
     result = validate(dirty, data_docs=False)
-    _assert_catches_dirt(_rates(result, kinds))
+    _assert_catches_dirt(_rates(result, kinds), GENERIC_DIRT)
     assert result.success_critical  # dirt is a warning, not a broken dataset
+    result = validate(dirty, suite_path=DIGITS_SUITE_PATH, data_docs=False)
+    _assert_catches_dirt(_rates(result, kinds))
+    assert result.success_critical
 
 
 def test_learned_suite_flags_dirt_in_held_out_mnist(mnist, tmp_path):
@@ -328,7 +414,10 @@ def test_learned_suite_holds_bounds_shape_and_reference(small, tmp_path):
     names = {e["meta"]["name"]: e for e in suite.expectations}
     assert names["height_as_trusted"]["kwargs"]["value_set"] == [8]
     assert names["height_as_trusted"]["severity"] == "critical"
-    assert "not_blank" not in names and "pixel_std_in_learned_range" in names
+    assert "not_constant" in names and "pixel_std_in_learned_range" in names
+    assert "height_within_size_policy" not in names  # replaced by height_as_trusted
+    for column in ("pixel_mean", "pixel_std", "pixel_entropy", "ink_fraction"):
+        assert names[f"{column}_in_learned_range"]["kwargs"]["min_value"] == bounds[column][0]
     fractions = suite.reference["class_fractions"]
     assert fractions == pytest.approx(
         {c: v / 100 for c, v in zip(small.class_names, small.class_counts(), strict=True)}
@@ -419,7 +508,7 @@ def test_outputs_and_validation_json_shape(small, tmp_path):
     doc = json.loads((tmp_path / "validation.json").read_text())
     assert doc["success_critical"] is True and doc["n_failed"] >= 1
     assert doc["n_flagged_samples"] == 2
-    entry = next(r for r in doc["results"] if r["expectation"] == "not_blank")
+    entry = next(r for r in doc["results"] if r["expectation"] == "not_constant")
     for key in (
         "expectation",
         "column",
@@ -435,7 +524,7 @@ def test_outputs_and_validation_json_shape(small, tmp_path):
     assert entry["unexpected_count"] == 2 and entry["first_unexpected_ids"] == [1, 2]
     assert entry["observed_value"]["min"] == 0.0
     flags = pd.read_parquet(tmp_path / "sample_flags.parquet")
-    assert flags.loc[flags.fails_not_blank, "sample_id"].tolist() == [1, 2]
+    assert flags.loc[flags.fails_not_constant, "sample_id"].tolist() == [1, 2]
     assert len(pd.read_parquet(tmp_path / "profile.parquet")) == len(small)
     assert (tmp_path / "data_docs" / "index.html").is_file()
     assert doc["data_docs"] == "data_docs/index.html" == result.data_docs
@@ -475,19 +564,22 @@ def _set(index: int, **fields: Any) -> Callable[[dict], None]:
     return change
 
 
-NOT_BLANK = DEFAULT_NAMES.index("not_blank")
+NOT_CONSTANT = DEFAULT_NAMES.index("not_constant")
 
 
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (_set(NOT_BLANK, column="sharpness"), r"'not_blank'.*column 'sharpness'"),
-        (_set(NOT_BLANK, table="pixels"), r"'not_blank'.*meta.table"),
-        (_set(NOT_BLANK, severity="fatal"), r"'not_blank'.*severity"),
-        (_set(NOT_BLANK, type="expect_pixels_to_be_pretty"), r"'not_blank'.*not a valid"),
-        (_set(NOT_BLANK, min_value="low"), r"'not_blank'.*not a valid"),
-        (_set(NOT_BLANK, value_set={"$PARAMETER": "colours"}), r"'not_blank'.*'colours'"),
-        (_set(NOT_BLANK, name="greyscale"), r"#13 repeats the name 'greyscale'"),
+        (_set(NOT_CONSTANT, column="sharpness"), r"'not_constant'.*column 'sharpness'"),
+        (_set(NOT_CONSTANT, table="pixels"), r"'not_constant'.*meta.table"),
+        (_set(NOT_CONSTANT, severity="fatal"), r"'not_constant'.*severity"),
+        (_set(NOT_CONSTANT, type="expect_pixels_to_be_pretty"), r"'not_constant'.*not a valid"),
+        (_set(NOT_CONSTANT, min_value="low"), r"'not_constant'.*not a valid"),
+        (_set(NOT_CONSTANT, value_set={"$PARAMETER": "colours"}), r"'not_constant'.*'colours'"),
+        (
+            _set(NOT_CONSTANT, name="channels_supported"),
+            rf"#{NOT_CONSTANT + 1} repeats the name 'channels_supported'",
+        ),
         (lambda raw: raw.update(expectations="all"), "expected a Great Expectations suite"),
     ],
 )

@@ -53,7 +53,7 @@ def test_wheel_holds_one_top_level_package_with_its_data(installed):
     names = zipfile.ZipFile(installed).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"assay"}
-    for needed in ("assay/expectations/default.json",
+    for needed in ("assay/expectations/default.json", "assay/expectations/digits.json",
                    "assay/pipeline/report/templates/report.html",
                    "assay/pipeline/stages/detect.py", "assay/flows/cli.py",
                    "assay/models/gan.py"):  # fmt: skip

@@ -32,8 +32,10 @@ import pandas as pd
 from assay.pipeline.errors import DataError
 from assay.pipeline.validation.tables import TABLE_COLUMNS
 
-#: The suite used when none is given.
+#: The suite used when none is given: generic checks that fit any labelled image data.
 DEFAULT_SUITE_PATH = Path(str(files("assay.expectations").joinpath("default.json")))
+#: An example suite with hand-set bounds for MNIST-like digits (bright ink on dark).
+DIGITS_SUITE_PATH = Path(str(files("assay.expectations").joinpath("digits.json")))
 
 #: Suite parameters filled in from the dataset being validated.
 PARAMETERS: dict[str, str] = {

@@ -29,6 +29,8 @@ DATASET_COLUMNS: dict[str, str] = {
     "n_missing_classes": "int64",
     "n_duplicates": "int64",
     "duplicate_fraction": "float64",
+    "class_imbalance_ratio": "float64",
+    "n_skipped_files": "int64",
     "min_class_fraction": "float64",
     "max_class_fraction": "float64",
 }
@@ -140,6 +142,8 @@ def dataset_table(facts: Mapping[str, Any]) -> pd.DataFrame:
         "n_missing_classes": facts["n_missing_classes"],
         "n_duplicates": facts["n_duplicates"],
         "duplicate_fraction": facts["duplicate_fraction"],
+        "class_imbalance_ratio": facts["class_imbalance_ratio"],
+        "n_skipped_files": facts["n_skipped_files"],
         "min_class_fraction": min(fractions),
         "max_class_fraction": max(fractions),
     }
