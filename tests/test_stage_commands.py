@@ -120,3 +120,45 @@ def test_a_different_dataset_is_refused_in_a_used_run_folder(data, tmp_path, cap
     assert tree_hash(run / "dataset") == before
     assert isinstance(pd.read_parquet(Path(run) / "validation/sample_flags.parquet"),
                       pd.DataFrame)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_review_round_trip_through_the_cli(data, tmp_path, capsys):
+    """Policy ``review`` -> a person edits review.csv -> ``clean --decisions`` applies it."""
+    run = tmp_path / "review"
+    assert main(["validate", "--run-dir", str(run), "--data", data, "--inject", "labels-20",
+                 "--quiet"]) == 0  # fmt: skip
+    assert main(["detect", "--run-dir", str(run), "--folds", "2", "--device", "cpu",
+                 "--quiet"]) == 0  # fmt: skip
+    assert main(["clean", "--run-dir", str(run), "--policy", "review", "--quiet"]) == 0
+    review = pd.read_csv(run / "cleaned/review.csv")
+    assert len(review) >= 2 and set(review["decision"]) == {"review"}
+    edited = review.copy()
+    edited.loc[0, "decision"] = "drop"
+    edited.loc[1, "decision"] = "relabel"
+    edited.loc[1, "new_label"] = (int(edited.loc[1, "given_label"]) + 1) % 10
+    file = tmp_path / "decided.csv"
+    edited.to_csv(file, index=False)
+    assert main(["clean", "--run-dir", str(run), "--policy", "review", "--decisions",
+                 str(file), "--json"]) == 0  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["decisions"]["drop"] >= 1 and summary["decisions"]["relabel"] >= 1
+    decisions = pd.read_parquet(run / "cleaned/decisions.parquet").set_index("sample_id")
+    first, second = int(edited.loc[0, "sample_id"]), int(edited.loc[1, "sample_id"])
+    assert decisions.loc[first, "decision"] == "drop"
+    assert decisions.loc[second, "new_label"] == int(edited.loc[1, "new_label"])
+    assert decisions.loc[first, "decided_by"] == f"review:{file.name}"
+    untouched = decisions.drop(index=[first, second])
+    assert set(untouched["decided_by"]) == {"policy"}
+    record = json.loads((run / "run.json").read_text())["parameters"]
+    assert record["decisions"] == str(file)  # a resumed run applies the same review
+
+    bad = edited.copy()
+    bad.loc[0, "sample_id"] = 999_999
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    before = tree_hash(run / "cleaned")
+    assert main(["clean", "--run-dir", str(run), "--policy", "review", "--decisions",
+                 str(tmp_path / "bad.csv")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "row 1" in err and "Traceback" not in err
+    assert tree_hash(run / "cleaned") == before  # nothing changed
