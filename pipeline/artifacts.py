@@ -191,6 +191,9 @@ class DetectionSummary(_Model):
     n_classes: int
     class_names: list[str]
     counts: dict[str, int] = Field(description="detector (and 'dirty') -> flagged samples")
+    primary_reasons: dict[str, int] = Field(
+        default_factory=dict, description="primary reason -> dirty samples"
+    )
     n_dirty: int
     dirty_fraction: float
     folds: int
@@ -219,8 +222,9 @@ class GanArmMetrics(_Model):
     recall: float | None = None
     cas: float
     vae_flag_rate: float | None = None
-    uncertainty: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="metric -> interval over seeds and judged samples"
+    uncertainty: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict,
+        description="metric -> interval over seeds and judged samples (null: not measured)",
     )
     seed_metrics: dict[str, list[float | None]] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=list, description="the training seeds")
