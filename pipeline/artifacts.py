@@ -257,6 +257,7 @@ class GanMetrics(_Model):
     device: str
     seed: int
     steps: int
+    train_seeds: list[int] = Field(default_factory=list, description="the training seeds")
     seconds_total: float
     files: dict[str, str]
 

@@ -98,7 +98,7 @@ def _npz(path: Path, dataset: Dataset) -> str:
 def _validate_cli(tmp_path: Path, name: str, data: str, suite: Path) -> tuple[int, dict]:
     run_dir = tmp_path / name
     code = main(["validate", "--run-dir", str(run_dir), "--data", data, "--suite", str(suite),
-                 "--no-data-docs", "--quiet"])  # fmt: skip
+                 "--quiet"])  # fmt: skip
     return code, json.loads((run_dir / "validation" / "validation.json").read_text())
 
 
