@@ -164,7 +164,14 @@ def test_galleries_link_the_full_list(rendered) -> None:
     assert n_label > 0
     if n_label > 24:
         assert "more not shown: the full list" in label
-    assert "#flagged-list" in hrefs
+        assert "#flagged-list" in hrefs
+
+
+def test_a_short_gallery_links_the_full_list(real_run: RunFolder, tmp_path: Path) -> None:
+    run = _copy(real_run, tmp_path / "run")
+    page = _parse(render_report(run.root, gallery_size=1).read_text())
+    assert "more not shown: the full list" in page.text("issues")
+    assert "#flagged-list" in [a["href"] for t, a in page.tags if t == "a" and "href" in a]
 
 
 def test_label_gallery_shows_given_and_suggested(rendered) -> None:
@@ -239,7 +246,7 @@ def test_an_artifact_off_its_schema_is_an_error_naming_the_file(
 
 
 def test_bad_arguments(real_run: RunFolder, tmp_path: Path) -> None:
-    with pytest.raises(MissingArtifactError, match="run `assay ingest"):
+    with pytest.raises(MissingArtifactError, match="run `assay validate --data SPEC"):
         render_report(tmp_path / "nope")
     with pytest.raises(ValueError, match="`gallery_size` must be an integer >= 1. Got 0"):
         render_report(real_run.root, gallery_size=0)

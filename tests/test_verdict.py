@@ -95,7 +95,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> RunFolder:
 
 
 def test_metrics_carry_seeds_and_intervals(tiny_run: RunFolder):
-    metrics = tiny_run.gan_metrics()
+    metrics = tiny_run.gan_metrics().model_dump()
     assert metrics["train_seeds"] == [0, 1000]
     for arm in ("dirty", "clean"):
         m = metrics["arms"][arm]
@@ -110,7 +110,7 @@ def test_metrics_carry_seeds_and_intervals(tiny_run: RunFolder):
 
 
 def test_a_few_steps_are_too_short_to_judge(tiny_run: RunFolder):
-    metrics = tiny_run.gan_metrics()
+    metrics = tiny_run.gan_metrics().model_dump()
     judge = metrics["reference"]["label_accuracy"]
     assert judge - QUALITY_MARGIN > max(
         metrics["arms"][a]["label_accuracy"] for a in ("dirty", "clean")
