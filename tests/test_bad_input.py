@@ -776,6 +776,6 @@ def test_twenty_image_folder_runs_detection_and_clean(tmp_path, capsys, monkeypa
         ["detect", "--data", "imgs", "--run-dir", "run", "--device", "cpu"], capsys
     )
     assert code == 0, err
-    code, out, err = run_cli(["clean", "--run-dir", "run", "--data", "imgs"], capsys)
+    code, out, err = run_cli(["clean", "--run-dir", "run"], capsys)
     assert code == 0, err
     assert tree_state(tmp_path / "imgs") == before
