@@ -104,34 +104,30 @@ SCENARIOS: dict[str, Scenario] = {
 
 # ----------------------------------------------------------------------------- metrics
 def prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Precision, recall and F1 of boolean ``pred`` against boolean ``truth`` ``(N,)``."""
-    pred = np.asarray(pred, dtype=bool)
-    truth = np.asarray(truth, dtype=bool)
-    tp = int(np.sum(pred & truth))
-    precision = tp / max(int(pred.sum()), 1)
-    recall = tp / max(int(truth.sum()), 1)
-    f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+    """Precision, recall and F1 of boolean ``pred`` against boolean ``truth`` ``(N,)``
+    (:func:`pipeline.evaluate.detection_metrics`, the report's figures too)."""
+    from assay.pipeline.evaluate import detection_metrics
+
+    m = detection_metrics(truth, pred)
     return {
-        "precision": round(precision, 4),
-        "recall": round(recall, 4),
-        "f1": round(f1, 4),
-        "n_flagged": int(pred.sum()),
-        "n_true": int(truth.sum()),
+        "precision": round(m["precision"] or 0.0, 4),
+        "recall": round(m["recall"] or 0.0, 4),
+        "f1": round(m["f1"] or 0.0, 4),
+        "n_flagged": int(m["n_flagged"]),
+        "n_true": int(m["n_true"]),
     }
 
 
 def ranking(score: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """AUROC and AUPRC of ``score`` (lower = more likely positive) against ``truth``."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    """AUROC and AUPRC of ``score`` (lower = more likely positive) against ``truth``
+    (:func:`pipeline.evaluate.detection_metrics`)."""
+    from assay.pipeline.evaluate import detection_metrics
 
     truth = np.asarray(truth, dtype=bool)
-    if truth.all() or not truth.any():
+    m = detection_metrics(truth, np.zeros_like(truth), np.asarray(score, dtype=np.float64))
+    if m["auroc"] is None:
         return {"auroc": float("nan"), "auprc": float("nan")}
-    s = -np.asarray(score, dtype=np.float64)
-    return {
-        "auroc": round(float(roc_auc_score(truth, s)), 4),
-        "auprc": round(float(average_precision_score(truth, s)), 4),
-    }
+    return {"auroc": round(m["auroc"], 4), "auprc": round(m["auprc"], 4)}
 
 
 FILTERS = (
@@ -174,6 +170,7 @@ def evaluate(
     dataset: Any, issues: pd.DataFrame, result: Any, *, seed: int = 0, with_baselines: bool = True
 ) -> dict[str, Any]:
     """Every metric of the module docstring for one detection run."""
+    from assay.pipeline import artifacts
     from assay.pipeline.detect.combine import COMBINATIONS, OUTLIER_SOURCES, combine_outlier_scores
     from assay.pipeline.inject import CORRUPTED_KINDS, ground_truth
 
@@ -211,9 +208,9 @@ def evaluate(
         flags = prf(issues["is_outlier"].to_numpy()[mask], truth)
         out.update({f"is_outlier_{k}": v for k, v in flags.items()})
         out["outlier_flags_by_source"] = {
-            s: prf(issues[f"is_{s}_issue"].to_numpy()[mask], truth)
+            s: prf(artifacts.source_flags(issues, s)[mask], truth)
             for s in OUTLIER_SOURCES
-            if f"is_{s}_issue" in issues
+            if "outlier_sources" in issues and s in artifacts.OUTLIER_SOURCES
         }
         sources = {
             s: issues[f"{s}_score"].to_numpy() for s in OUTLIER_SOURCES if f"{s}_score" in issues
