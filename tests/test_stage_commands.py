@@ -134,9 +134,10 @@ def test_review_round_trip_through_the_cli(data, tmp_path, capsys):
     review = pd.read_csv(run / "cleaned/review.csv")
     assert len(review) >= 2 and set(review["decision"]) == {"review"}
     edited = review.copy()
+    edited["new_label"] = ""  # as a person leaves it where no label changes
     edited.loc[0, "decision"] = "drop"
     edited.loc[1, "decision"] = "relabel"
-    edited.loc[1, "new_label"] = (int(edited.loc[1, "given_label"]) + 1) % 10
+    edited.loc[1, "new_label"] = str((int(edited.loc[1, "given_label"]) + 1) % 10)
     file = tmp_path / "decided.csv"
     edited.to_csv(file, index=False)
     assert main(["clean", "--run-dir", str(run), "--policy", "review", "--decisions",
