@@ -64,6 +64,21 @@ def _add_data(p: argparse.ArgumentParser, *, required: bool = True) -> None:
         action="store_true",
         help="refuse non-image files in an image folder instead of skipping them",
     )
+    _add_image_policy(p)
+
+
+def _add_image_policy(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    p.add_argument(
+        "--image-size", dest="image_size", type=int, metavar="N",
+        help="scale an image folder's images to N x N (8..1024; default: the folder's typical "
+        "size)",
+    )  # fmt: skip
+    p.add_argument(
+        "--image-fit", dest="image_fit", choices=("pad", "crop"),
+        default="pad" if defaults else None,
+        help="keep an image folder's aspect ratios by black padding or centre crop"
+        + ("" if defaults else _run_default("image_fit")),
+    )  # fmt: skip
 
 
 def _add_output(p: argparse.ArgumentParser, *, json_too: bool = True) -> None:
@@ -85,7 +100,8 @@ def _add_compute(p: argparse.ArgumentParser) -> None:
 def cmd_info(args: argparse.Namespace) -> int:
     from assay.pipeline import io
 
-    dataset = io.load(args.data, strict=args.strict)
+    dataset = io.load(args.data, strict=args.strict, image_size=args.image_size,
+                      image_fit=args.image_fit)  # fmt: skip
     summary = dataset.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -99,7 +115,8 @@ def cmd_inject(args: argparse.Namespace) -> int:
     from assay.pipeline import io
     from assay.pipeline.inject import inject
 
-    dataset = io.load(args.data, strict=args.strict)
+    dataset = io.load(args.data, strict=args.strict, image_size=args.image_size,
+                      image_fit=args.image_fit)  # fmt: skip
     dirty = inject(dataset, args.config or args.preset, seed=args.seed)
     out = io.save(dirty, args.out)
     counts = dirty.columns["injected"].value_counts()
@@ -178,7 +195,8 @@ def _ensure_dataset(run: Any, args: argparse.Namespace) -> None:
         run.require("dataset")
         return
     params = stages.IngestParams(data=args.data, inject=getattr(args, "inject", None),
-                                 seed=args.seed, strict=args.strict)  # fmt: skip
+                                 seed=args.seed, strict=args.strict,
+                                 image_size=args.image_size, image_fit=args.image_fit)  # fmt: skip
     dataset, raw_hash = stages.load_input(params)
     if run.paths.dataset.exists():
         held = run.dataset().content_hash()
@@ -219,7 +237,8 @@ def cmd_expectations_learn(args: argparse.Namespace) -> int:
     from assay.pipeline import io
     from assay.pipeline.validate import learn_suite
 
-    dataset = io.load(args.data, strict=args.strict)
+    dataset = io.load(args.data, strict=args.strict, image_size=args.image_size,
+                      image_fit=args.image_fit)  # fmt: skip
     out = learn_suite(dataset, out_path=Path(args.out), base_suite=args.suite)
     print(f"Learned a suite from {len(dataset)} trusted samples: {out} "
           f"(use it with --suite {out})")  # fmt: skip
@@ -287,7 +306,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = (
         "data", "inject", "policy", "steps", "seeds", "device", "seed", "folds", "runner",
-        "run_dir", "runs_root", "suite", "strict", "decisions",
+        "run_dir", "runs_root", "suite", "strict", "decisions", "image_size", "image_fit",
     )  # fmt: skip
     out = {}
     for key in keys:
@@ -351,6 +370,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--data", metavar="SPEC", help=_DATA_HELP + _run_default("data"))
     p.add_argument("--strict", action="store_true", help="refuse non-image files in folders")
+    _add_image_policy(p, defaults=False)
     p.add_argument(
         "--inject", metavar="PRESET",
         help=f"inject known dirt first: {', '.join(sorted(PRESETS))} or a config file",

@@ -29,7 +29,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from assay.pipeline.errors import DataError
-from assay.pipeline.limits import MAX_FOLDS, MAX_SEEDS, MAX_STEPS, MIN_FOLDS, MIN_STEPS
+from assay.pipeline.limits import (
+    MAX_FOLDS,
+    MAX_IMAGE_SIZE,
+    MAX_SEEDS,
+    MAX_STEPS,
+    MIN_FOLDS,
+    MIN_IMAGE_SIZE,
+    MIN_STEPS,
+)
 from assay.pipeline.stages.base import DetectParams, GenerateParams
 
 #: The stages of a run, in order. ``until`` stops after one of them.
@@ -50,6 +58,11 @@ class RunConfig(BaseModel):
         or an assay dataset folder.
     strict : bool
         Refuse non-image files in image folders instead of skipping them.
+    image_size : int or None
+        Side (8..1024) of the square images an image folder is scaled to; ``None`` keeps
+        the folder's typical size. Other formats are taken as they are.
+    image_fit : {"pad", "crop"}
+        How an image folder's scaling keeps the aspect ratio: black padding or centre crop.
     inject : str or None
         Injection preset name (or a JSON/TOML injection config file) applied after loading,
         so the run has known dirt with ground truth. ``None`` injects nothing.
@@ -104,6 +117,8 @@ class RunConfig(BaseModel):
 
     data: str = "digits"
     strict: bool = False
+    image_size: int | None = Field(default=None, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)
+    image_fit: Literal["pad", "crop"] = "pad"
     inject: str | None = None
     suite: str | None = None
     reference: str | None = None

@@ -127,7 +127,12 @@ def ingest_flow(config: RunConfig) -> dict[str, Any]:
     loaded) and ``hash`` (data the run works on).
     """
     loaded = tasks.load_data(
-        config.data, inject=config.inject, seed=config.seed, strict=config.strict
+        config.data,
+        inject=config.inject,
+        seed=config.seed,
+        strict=config.strict,
+        image_size=config.image_size,
+        image_fit=config.image_fit,
     )
     outcome = run_cached(
         tasks.snapshot,

@@ -53,12 +53,27 @@ _RETRY = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": transien
 
 # --------------------------------------------------------------------------- ingest
 @task(name="load-data", cache_policy=NO_CACHE, **_RETRY)
-def load_data(data: str, *, inject: str | None, seed: int, strict: bool) -> dict[str, Any]:
+def load_data(
+    data: str,
+    *,
+    inject: str | None,
+    seed: int,
+    strict: bool,
+    image_size: int | None,
+    image_fit: str,
+) -> dict[str, Any]:
     """Load the dataset (and inject dirt into it) -> ``{"dataset", "hash", "raw_hash"}``.
 
     Never cached: loading is how a run learns whether its data changed.
     """
-    params = stages.IngestParams(data=data, inject=inject, seed=seed, strict=strict)
+    params = stages.IngestParams(
+        data=data,
+        inject=inject,
+        seed=seed,
+        strict=strict,
+        image_size=image_size,
+        image_fit=image_fit,
+    )
     dataset, raw_hash = stages.load_input(params)
     return {"dataset": dataset, "hash": dataset.content_hash(), "raw_hash": raw_hash}
 

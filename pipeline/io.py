@@ -63,6 +63,7 @@ from assay.pipeline.formats.common import DataWarning, build_dataset, check_labe
 from assay.pipeline.formats.csv_file import read_csv
 from assay.pipeline.formats.image_folder import read_image_folder
 from assay.pipeline.formats.npz import read_npz
+from assay.pipeline.limits import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, check_int
 
 __all__ = [
     "FORMATS",
@@ -234,7 +235,11 @@ def check_output_location(
 
 
 def load(
-    spec: str | os.PathLike[str], *, strict: bool = False, image_size: int | None = None
+    spec: str | os.PathLike[str],
+    *,
+    strict: bool = False,
+    image_size: int | None = None,
+    image_fit: str = "pad",
 ) -> Dataset:
     """Load a labelled image dataset from a data spec.
 
@@ -249,7 +254,10 @@ def load(
         content hash and refuse the folder when it differs from ``dataset.json``.
     image_size : int, optional
         Image folders only: the side of the square images (default: the folder's typical
-        size); see :mod:`pipeline.formats.image_folder` for the size policy.
+        size); see :mod:`pipeline.formats.image_folder` for the size policy. Refused for
+        other formats, whose images are taken as they are.
+    image_fit : {"pad", "crop"}, default "pad"
+        Image folders only: keep the aspect ratio by black padding or by centre crop.
 
     Returns
     -------
@@ -265,6 +273,13 @@ def load(
     """
     fmt = detect_format(spec)
     text = os.fspath(spec)
+    if image_size is not None:
+        check_int("image_size", image_size, low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE)
+        if fmt != "image_folder":
+            raise DataError(
+                f"{text}: --image-size resizes image folders only; this is a {fmt} dataset, "
+                "whose images are taken as they are. Leave out --image-size."
+            )
     if fmt == "digits":
         return _load_digits()
     path = default_mnist_path() if text == "mnist" else Path(text).expanduser()
@@ -279,7 +294,7 @@ def load(
     if fmt == "csv":
         return read_csv(path)
     if fmt == "image_folder":
-        return read_image_folder(path, strict=strict, image_size=image_size)
+        return read_image_folder(path, strict=strict, image_size=image_size, fit=image_fit)
     return _load_assay(path.parent if path.is_file() else path, strict=strict)
 
 

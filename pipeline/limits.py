@@ -27,6 +27,8 @@ MAX_IMAGE_SIDE = 4096
 MAX_CHANNELS = 4
 #: Most pixel bytes of one dataset (uint8, all images): 16 GiB.
 MAX_DATASET_BYTES = 16 * 2**30
+#: Side of the square images ``--image-size`` may ask for (the default suite's size policy).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
 #: Folds of the out-of-fold classifier.
 MIN_FOLDS, MAX_FOLDS = 2, 50
 #: Training steps of one GAN arm.

@@ -165,3 +165,44 @@ def test_odd_size_aspect_and_greyscale_files_are_image_property_issues(tmp_path)
     flagged = {p for p, kd in kinds.items() if kd}
     assert flagged == {"a/big.png", "b/wide.png", "b/grey.png"}
     assert result.info["counts"] == {"odd_size": 1, "odd_aspect_ratio": 1, "grayscale": 1}
+
+
+def test_image_size_and_fit_on_the_command_line(mixed, tmp_path, capsys):
+    """``--image-size``/``--image-fit`` reach the loader from ``info`` and ``validate``, the
+    snapshot has the asked shape, and run.json records the policy for a resume."""
+    from assay.flows.cli import main
+    from assay.pipeline.runfolder import RunFolder
+
+    assert main(["info", "--data", str(mixed), "--image-size", "16", "--image-fit", "crop",
+                 "--json"]) == 0  # fmt: skip
+    info = json.loads(capsys.readouterr().out)
+    assert info["image_shape"] == [16, 16, 3]
+
+    run_dir = tmp_path / "run"
+    main(["validate", "--run-dir", str(run_dir), "--data", str(mixed), "--image-size", "16",
+          "--quiet"])  # fmt: skip
+    run = RunFolder(run_dir)
+    ds = run.dataset()
+    assert ds.images.shape == (9, 16, 16, 3)
+    assert ds.meta["size_policy"]["chosen"] == "given" and ds.meta["size_policy"]["fit"] == "pad"
+    recorded = run.read_run_json().parameters
+    assert recorded["image_size"] == 16 and recorded["image_fit"] == "pad"
+
+
+@pytest.mark.parametrize("size", ["4", "2000"])
+def test_image_size_out_of_policy_is_refused(mixed, size, capsys):
+    from assay.flows.cli import main
+
+    assert main(["info", "--data", str(mixed), "--image-size", size]) == 2
+    err = capsys.readouterr().err
+    assert "image" in err and "Traceback" not in err
+
+
+def test_image_size_on_an_array_dataset_is_refused(tmp_path, capsys):
+    from assay.flows.cli import main
+
+    path = tmp_path / "small.npz"
+    np.savez(path, images=np.zeros((4, 8, 8), np.uint8), labels=np.array([0, 1, 0, 1]))
+    assert main(["info", "--data", str(path), "--image-size", "16"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "--image-size" in err and "Traceback" not in err

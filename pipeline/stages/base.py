@@ -15,12 +15,19 @@ STAGES: tuple[str, ...] = ("ingest", "validate", "detect", "clean", "generate", 
 # --------------------------------------------------------------------------- parameters
 @dataclass(frozen=True)
 class IngestParams:
-    """What to load. ``inject`` names a preset or an injection config file."""
+    """What to load. ``inject`` names a preset or an injection config file.
+
+    ``image_size``, ``image_fit``: side of the square images an image folder is scaled to
+    (default: the folder's typical size) and how the aspect ratio is kept (``"pad"`` or
+    ``"crop"``); see :mod:`assay.pipeline.formats.image_folder`.
+    """
 
     data: str = "digits"
     inject: str | None = None
     seed: int = 0
     strict: bool = False
+    image_size: int | None = None
+    image_fit: str = "pad"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,12 @@ def load_input(params: IngestParams) -> tuple[Dataset, str]:
     raw_hash : str
         Content hash of the data as loaded.
     """
-    dataset = io.load(params.data, strict=params.strict)
+    dataset = io.load(
+        params.data,
+        strict=params.strict,
+        image_size=params.image_size,
+        image_fit=params.image_fit,
+    )
     raw_hash = dataset.content_hash()
     if params.inject:
         from assay.pipeline.inject import inject
