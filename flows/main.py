@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -33,9 +33,12 @@ from prefect.context import FlowRunContext
 from assay.flows import stages
 from assay.flows.caching import code_version
 from assay.flows.config import STAGES, RunConfig
+from assay.flows.progress import say
+from assay.flows.resume import like_run_timings
 from assay.flows.runners import open_runner
 from assay.flows.server_guard import guard_ephemeral_server
 from assay.pipeline.errors import CriticalValidationError, DataError
+from assay.pipeline.progress import format_seconds
 from assay.pipeline.runfolder import RunFolder, now_iso, versions
 
 #: Artifact keys (lowercase letters, digits and dashes, as Prefect requires).
@@ -91,17 +94,6 @@ class RunSummary:
 
 
 # --------------------------------------------------------------------------- progress
-def say(message: str, *, echo: bool = True) -> None:
-    """One progress line: to the Prefect run logger (the UI) and, with ``echo``, once to
-    stderr (stdout is left for the result, so ``--json`` output stays parseable)."""
-    if echo:
-        print(f"[assay] {message}", file=sys.stderr, flush=True)
-    try:
-        get_run_logger().info(message)
-    except Exception:  # no run context (e.g. called outside a flow)
-        pass
-
-
 def _stage_settings() -> Callable[[], Any]:
     """A context factory for stage sub-flows: the current settings, minus heartbeats.
 
@@ -234,6 +226,19 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
     stage_rows: list[tuple[str, str, float]] = []
     hashes: dict[str, str] = {}
     unchanged_since: str | None = None
+    like_run = like_run_timings(config)
+
+    def _clock(elapsed: float, stage: str) -> str:
+        """``"62 s elapsed, about 2 min 30 s to go (as in run R)"``; the estimate comes
+        from the latest finished run with the same parameters, when there is one."""
+        text = f"{format_seconds(elapsed)} elapsed"
+        if like_run is None:
+            return text
+        later = [s for s in STAGES if config.stage_enabled(s) and s not in timings]
+        if not later:
+            return text
+        left = sum(like_run[1].get(s, 0.0) for s in later)
+        return f"{text}; about {format_seconds(left)} to go, as run {like_run[0]} took"
 
     def begin(stage: str) -> float:
         note(f"{stage:<9} started")
@@ -253,7 +258,7 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
         if outcome["cached"]:
             detail = f" (computed by run {record['run_id']} in {record['seconds']:.1f} s)"
         elapsed = time.perf_counter() - started
-        note(f"{stage:<9} {state} in {seconds:.1f} s{detail} ({elapsed:.0f} s elapsed)")
+        note(f"{stage:<9} {state} in {seconds:.1f} s{detail} ({_clock(elapsed, stage)})")
         run.update_run_json(
             stages={
                 stage: {

@@ -70,3 +70,36 @@ def resume_config(config: RunConfig, given: Mapping[str, Any]) -> RunConfig:
                 "one)."
             )
     return merged
+
+
+def like_run_timings(config: RunConfig) -> tuple[str, dict[str, float]] | None:
+    """What the stages took in the latest finished run beside ``config.run_dir`` that had
+    the same result parameters: ``(run_id, {stage: seconds of compute})``, or ``None``.
+
+    A scheduled flow repeats one set of parameters, so its earlier runs say how long the
+    stages still to come will take; a first run has no such estimate.
+    """
+    if config.run_dir is None:
+        return None
+    here = Path(config.run_dir).expanduser().resolve()
+    want = {k: v for k, v in config.parameters().items() if k not in OPERATIONAL}
+    found: list[tuple[str, str, dict[str, float]]] = []
+    for other in here.parent.glob("*/run.json"):
+        if other.parent == here:
+            continue
+        try:
+            record = RunFolder(other.parent).read_run_json()
+        except (DataError, OSError, ValueError):
+            continue
+        params = {k: v for k, v in record.parameters.items() if k not in OPERATIONAL}
+        if record.status != "complete" or params != want or not record.finished_at:
+            continue
+        seconds = {
+            stage: float(entry.compute_seconds or entry.seconds or 0.0)
+            for stage, entry in record.stages.items()
+        }
+        found.append((record.finished_at, str(record.run_id or other.parent.name), seconds))
+    if not found:
+        return None
+    _, run_id, seconds = max(found)
+    return run_id, seconds

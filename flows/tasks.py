@@ -20,6 +20,7 @@ from assay.flows.caching import (
     stage_key,
     work_folder,
 )
+from assay.flows.progress import stage_progress
 from assay.models.device import cpu_thread_limit
 from assay.pipeline import stages
 from assay.pipeline.runfolder import RunFolder
@@ -123,7 +124,7 @@ def fit_fold(
                             seconds=time.perf_counter() - start)  # fmt: skip
 
 
-@task(name="run-detection", log_prints=True, cache_key_fn=stage_key("detect"), **_CACHED)
+@task(name="run-detection", cache_key_fn=stage_key("detect"), **_CACHED)
 def detect_issues(
     *, data_hash: str, folds: int, seed: int, device: str, run_dir: str,
     progress: bool = False, work: list[str] | None = None,
@@ -135,8 +136,9 @@ def detect_issues(
     """
     params = stages.DetectParams(folds=folds, seed=seed, device=device)
     fold_files = [Path(w) / FOLD_FILE for w in work] if work else None
-    summary = stages.detect(RunFolder(run_dir), params, fold_files=fold_files,
-                            progress=progress)  # fmt: skip
+    with stage_progress(progress):
+        summary = stages.detect(RunFolder(run_dir), params, fold_files=fold_files,
+                                progress=progress)  # fmt: skip
     return make_record("detect", run_dir=run_dir, paths=[_rel(run_dir, "detection")],
                        summary=summary.model_dump(mode="json"))  # fmt: skip
 
@@ -158,7 +160,7 @@ def clean_data(
 
 
 # --------------------------------------------------------------------------- generate
-@task(name="compare-gans", log_prints=True, cache_key_fn=stage_key("generate"), **_CACHED)
+@task(name="compare-gans", cache_key_fn=stage_key("generate"), **_CACHED)
 def generate_compare(
     *, data_hash: str, issues_hash: str, cleaned_hash: str, steps: int, seeds: int,
     seed: int, device: str, run_dir: str, progress: bool = False,
@@ -175,7 +177,8 @@ def generate_compare(
         summary = stages.finish_generate(run, Path(work["plan"]), arm_dirs)
     else:
         params = stages.GenerateParams(steps=steps, seed=seed, device=device, seeds=seeds)
-        summary = stages.generate(run, params, progress=progress)
+        with stage_progress(progress):
+            summary = stages.generate(run, params, progress=progress)
     return make_record("generate", run_dir=run_dir, paths=[_rel(run_dir, "gan")],
                        summary=summary.model_dump(mode="json"))  # fmt: skip
 
@@ -194,7 +197,8 @@ def gan_prepare(
     start = time.perf_counter()
     params = stages.GenerateParams(steps=steps, seed=seed, device=device, seeds=seeds)
     with work_folder(work_root) as (final, tmp):
-        arms = stages.prepare_generate(RunFolder(run_dir), params, tmp, progress=progress)
+        with stage_progress(progress):
+            arms = stages.prepare_generate(RunFolder(run_dir), params, tmp, progress=progress)
     return make_work_record("generate", part="prepare", work=final, summary={"arms": arms},
                             seconds=time.perf_counter() - start)  # fmt: skip
 
@@ -211,7 +215,7 @@ def gan_arm(
     start = time.perf_counter()
     params = stages.GenerateParams(steps=steps, seed=seed, device=device, seeds=seeds)
     # the arms train side by side: one torch thread each, so they do not spin on each other
-    with work_folder(work_root) as (final, tmp), cpu_thread_limit(1):
+    with work_folder(work_root) as (final, tmp), cpu_thread_limit(1), stage_progress(progress):
         metrics = stages.train_arm(RunFolder(run_dir), params, arm, plan_dir=Path(work),
                                    out_dir=tmp, progress=progress)  # fmt: skip
     scalars = {k: v for k, v in metrics.items() if v is None or isinstance(v, int | float | str)}

@@ -764,6 +764,8 @@ class GANTrainer:
                         f"loss_d {vals[0]:.3f} loss_g {vals[1]:.3f} "
                         f"D(real) {vals[2]:+.2f} D(fake) {vals[3]:+.2f} "
                         f"{row['images_seen'] / max(elapsed, 1e-9):.0f} img/s"
+                        + (f", ~{elapsed * (cfg.steps - done) / done:.0f} s left"
+                           if done < cfg.steps else "")
                     )
             self.step_ = done
             if on_checkpoint is not None and cfg.checkpoint_every:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import io
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from assay.pipeline import artifacts, atomic
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.limits import MAX_STEPS, MIN_STEPS, check_int
+from assay.pipeline.progress import say as progress_line
 from assay.pipeline.split import TrustedSplit, stratified_take, trusted_split
 
 ARMS = ("dirty", "clean", "noise_aware")
@@ -362,7 +362,7 @@ def _sayer(progress: bool, log: Callable[[str], None] | None) -> Callable[[str],
         return lambda line: None
     if log is not None:
         return log
-    return lambda line: print(line, file=sys.stderr, flush=True)
+    return progress_line
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:

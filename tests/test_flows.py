@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -251,14 +252,26 @@ class TestWiring:
         assert info["verdict"] == json.loads((first.run_dir / "run.json").read_text())["verdict"]
 
     def test_progress_lines_once_on_stderr(self, spies, small_digits, tmp_path, capsys):
-        summary = run_pipeline(_config(tmp_path, small_digits, until="validate", progress=True))
+        summary = run_pipeline(_config(tmp_path, small_digits, until="detect", progress=True))
         captured = capsys.readouterr()
-        assert "[assay]" not in captured.out  # stdout is left for the result
-        for stage in ("ingest", "validate"):
+        assert "[assay]" not in captured.out and "[detect]" not in captured.out  # for results
+        for stage in ("ingest", "validate", "detect"):
             assert captured.err.count(f"[assay] {stage:<9} started") == 1
             assert captured.err.count(f"[assay] {stage:<9} done in ") == 1
-        assert "[assay] detect" not in captured.err
+        assert "[assay] clean" not in captured.err
         assert f"[assay] run folder: {summary.run_dir}" in captured.err
+        # the detect task's own lines reach stderr too (Prefect's console handler is quiet)
+        assert re.search(r"\[detect\] cnn epochs (\d+)/\1 \(100%\)", captured.err)
+        assert "to go" not in captured.err  # a first run has nothing to estimate from
+
+    def test_time_to_go_comes_from_the_latest_like_run(self, baseline, small_digits, capsys):
+        run_pipeline(_config(baseline["root"], small_digits, inject="labels-10", progress=True))
+        err = capsys.readouterr().err
+        named = set(re.findall(r"to go, as run (\S+) took", err))
+        assert len(named) == 1, err  # one earlier run with these parameters, named
+        earlier = baseline["root"] / "runs" / named.pop() / "run.json"
+        assert json.loads(earlier.read_text())["status"] == "complete"
+        assert "[assay] report    cached" in err and "to go" not in err.split("report    ")[-1]
 
     @pytest.mark.parametrize(
         ("change", "rerun"),

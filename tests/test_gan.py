@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -184,6 +186,9 @@ def test_tiny_gan_trains_on_digits(digits, tmp_path):
     assert np.isfinite(hist[["loss_d", "loss_g", "d_real", "d_fake"]].to_numpy()).all()
     assert trainer.images_per_second_ > 0 and trainer.seconds_ > 0
     assert any("step 50/50" in line for line in lines)
+    # a line before the last step says how long the rest takes at the rate so far
+    assert any(re.search(r"step [1-4]0/50 .* ~\d+ s left$", line) for line in lines), lines
+    assert not any("left" in line for line in lines if "step 50/50" in line)
 
     labels = np.repeat(np.arange(10), 3)
     samples = trainer.sample(labels, seed=1)

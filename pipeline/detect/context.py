@@ -20,6 +20,7 @@ import pandas as pd
 
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect.oof import OOFResult, out_of_fold
+from assay.pipeline.progress import say as progress_line
 
 __all__ = ["DetectionContext"]
 
@@ -72,7 +73,7 @@ class DetectionContext:
     def log(self, message: str) -> None:
         """Print ``[detect] message`` when ``progress`` is on."""
         if self.progress:
-            print(f"[detect] {message}", flush=True)
+            progress_line(f"[detect] {message}")
 
     @property
     def oof(self) -> OOFResult:

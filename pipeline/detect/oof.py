@@ -46,6 +46,8 @@ from assay.models.classifier import Classifier, ClassifierConfig
 from assay.models.device import pick_device
 from assay.models.tensors import to_tensor
 from assay.pipeline.dataset import Dataset
+from assay.pipeline.progress import Ticker
+from assay.pipeline.progress import say as progress_line
 
 __all__ = [
     "OOFResult",
@@ -237,12 +239,16 @@ def _fit_fold(
     n_classes: int,
     config: ClassifierConfig,
     seed: int,
+    ticker: Ticker | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Train one fold's CNN and predict every sample: ``(probs (N, K), emb (N, D), s)``."""
+    """Train one fold's CNN and predict every sample: ``(probs (N, K), emb (N, D), s)``.
+
+    ``ticker`` counts the fold's epochs (progress lines over all folds)."""
     t0 = time.perf_counter()
     idx = torch.as_tensor(train, device=images.device)
     model = Classifier(config, n_classes=n_classes, seed=seed, device=images.device)
-    model.fit(images.index_select(0, idx), labels[train])
+    on_epoch = None if ticker is None else (lambda *_: ticker.tick())
+    model.fit(images.index_select(0, idx), labels[train], on_epoch=on_epoch)
     probs, emb = model.predict_with_embedding(images)
     return probs, emb, time.perf_counter() - t0
 
@@ -282,6 +288,7 @@ def _cv_cnn(
     device: torch.device,
     workers: int,
     log: Callable[[str], None],
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n_folds = int(folds.max()) + 1
     images = to_tensor(dataset.images, device=device, channels_last=True)
@@ -299,6 +306,9 @@ def _cv_cnn(
     cpu = device.type == "cpu"
     workers = max(1, min(workers, n_folds)) if cpu else 1
     log(f"cnn: {n_folds} folds, {workers} at a time, {config.epochs} epochs each")
+    ticker = Ticker("[detect] cnn epochs", n_folds * config.epochs, enabled=progress)
+    for job in jobs:
+        job["ticker"] = ticker
     outputs = _run_folds(jobs, workers=workers, cpu=cpu)
     return _merge_folds(dataset.labels, folds, outputs, log=log)
 
@@ -432,7 +442,7 @@ def out_of_fold(
 
     def log(msg: str) -> None:
         if progress:
-            print(f"[detect] {msg}", flush=True)
+            progress_line(f"[detect] {msg}")
 
     folds = dataset_folds(dataset, n_folds=n_folds, seed=seed)
     if config is None:
@@ -442,7 +452,8 @@ def out_of_fold(
     if model == "auto" or "cnn" in model.split("+"):
         t0 = time.perf_counter()
         outputs = _cv_cnn(
-            dataset, folds, config=config, seed=seed, device=dev, workers=n_workers, log=log
+            dataset, folds, config=config, seed=seed, device=dev, workers=n_workers, log=log,
+            progress=progress,
         )
         cnn = (*outputs, time.perf_counter() - t0)
     return _choose(dataset, folds, cnn, model=model, config=config, seed=seed, log=log,
@@ -608,10 +619,9 @@ def fit_fold(
     probs, emb, seconds = _fit_fold(**job)
     if progress:
         held = folds == fold
-        print(
+        progress_line(
             f"[detect] cnn fold {fold + 1}/{n_used}: accuracy "
-            f"{_accuracy(probs[held], dataset.labels[held]):.4f} ({seconds:.1f}s)",
-            flush=True,
+            f"{_accuracy(probs[held], dataset.labels[held]):.4f} ({seconds:.1f}s)"
         )
     return FoldResult(fold=fold, n_folds=n_used, probs=probs, embeddings=emb, seconds=seconds)
 
@@ -649,7 +659,7 @@ def assemble_oof(
 
     def log(msg: str) -> None:
         if progress:
-            print(f"[detect] {msg}", flush=True)
+            progress_line(f"[detect] {msg}")
 
     ordered = sorted(fold_results, key=lambda r: r.fold)
     outputs = [(r.probs, r.embeddings, r.seconds) for r in ordered]
