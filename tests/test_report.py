@@ -187,6 +187,23 @@ def test_label_gallery_shows_given_and_suggested(rendered) -> None:
             ">", "&gt;") in first
 
 
+def test_only_label_issues_get_a_suggested_label_on_their_cards(rendered) -> None:
+    run, html, page = rendered
+    issues = run.issues().set_index("sample_id")
+    cards = html.split('<div class="card')[1:]  # each piece starts with one card
+    seen = {"label": 0, "other": 0}
+    for card in cards:
+        found = re.search(r"#(\d+) · given", card)
+        if not found:
+            continue
+        reason = issues.loc[int(found.group(1)), "primary_reason"]
+        kind = "label" if reason == "label" else "other"
+        seen[kind] += 1
+        if kind == "other":
+            assert "sugg" not in card.split('<div class="card')[0], card
+    assert seen["label"] and seen["other"]  # both kinds of card are on the page
+
+
 def test_generation_shows_each_arm_with_class_labels(rendered) -> None:
     run, html, page = rendered
     gan = run.gan_metrics()

@@ -158,7 +158,9 @@ def _gallery(
             "also": ", ".join(also) if also else None,
             "pair": None,
         }
-        if row.suggested_label != row.given_label:
+        # a label is suggested only where a wrong label is the reason: an odd image
+        # gets no new label (the classifier's guess for it means nothing)
+        if row.primary_reason == "label" and row.suggested_label != row.given_label:
             card["suggested"] = samples.label(row.suggested_label)
             card["confidence"] = fmt_pct(row.suggested_label_confidence)
         if t.key.endswith("duplicate") and row.duplicate_of >= 0:
