@@ -57,7 +57,10 @@ import pytest
 
 from assay.flows.resume import OPERATIONAL
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+]
 
 #: The run's parameters: every stage runs, on the least work that exercises it.
 RUN_ARGS = ("--inject", "labels-10", "--steps", "5", "--seeds", "1", "--folds", "2",
@@ -415,7 +418,8 @@ def test_killed_run_resumes_with_the_run_dir_alone(
         wait_for(proc, lambda: started in proc.text(), f"the {fault.stage} stage")
         reference = json.loads((pair[0] / "run.json").read_text())
         spent = reference["stages"][fault.stage]["compute_seconds"]
-        time.sleep(random.Random(chain.step).uniform(0.15, 0.45) * spent)
+        # early enough to land inside the stage also when this machine got much faster
+        time.sleep(random.Random(chain.step).uniform(0.1, 0.3) * spent)
         assert not output.exists(), f"{fault.stage} ended before the kill (machine too fast?)"
 
     if fault.how == "kill-main":
@@ -429,9 +433,13 @@ def test_killed_run_resumes_with_the_run_dir_alone(
     # the parameters were recorded before any output, and a resume keeps them
     recorded = json.loads((run_dir / "run.json").read_text())["parameters"]
     assert results_parameters(recorded) == results_parameters(reference_parameters(pair[0]))
-    # what the process before this one finished came from the cache here
+    # what the processes before this one finished came from the cache here
     states = proc.states()
-    assert {s: states.get(s) for s in chain.finished} == dict.fromkeys(chain.finished, "cached")
+    if fault.where != "start":
+        before_kill = {s for s in chain.finished if STAGES.index(s) < STAGES.index(fault.stage)}
+        assert before_kill <= set(states), (before_kill, states)
+    reached = {s: states[s] for s in chain.finished if s in states}
+    assert reached == dict.fromkeys(reached, "cached"), reached
     text = proc.text()
     if fault.how == "term":
         assert code == 143, f"exit {code}:\n{text[-3000:]}"
@@ -443,7 +451,9 @@ def test_killed_run_resumes_with_the_run_dir_alone(
             assert file_hashes(run_dir) == before  # nothing started, nothing changed
         else:
             info = json.loads((run_dir / "run.json").read_text())
-            assert info["status"] == "interrupted", info["status"]
+            # at the report's boundary the run may just have completed before the signal
+            done = fault.stage == "report" and info["status"] == "complete"
+            assert info["status"] == "interrupted" or done, info["status"]
     else:
         assert code == -signal.SIGKILL
     chain.finished |= proc.finished_stages()
