@@ -1,7 +1,7 @@
 """The ``assay`` command: parses arguments, then runs flows or pipeline functions.
 
 Exit codes: 0 success, 2 bad input, 3 a critical expectation failed, 1 anything else
-(130 when interrupted).
+(130 when interrupted with Ctrl+C, 143 on SIGTERM).
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_CRITICAL = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+_RESUMES = "finished stages are kept and a re-run resumes."
+INTERRUPTED_MESSAGE = f"assay: interrupted; {_RESUMES}"
+TERMINATED_MESSAGE = f"assay: terminated; {_RESUMES}"
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -510,41 +514,103 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _default_showwarning = warnings.showwarning
 
 
+class _Termination:
+    """The SIGTERM handler of the command: a SIGTERM at any moment ends it with 143.
+
+    While the command works, the first SIGTERM unwinds it like Ctrl+C (``finally`` blocks
+    and ``atexit`` hooks run: temporary files go, a local Prefect server stops); later ones
+    let that cleanup finish (Prefect passes the one it caught during a flow on to this
+    handler). While the outcome is being reported, a SIGTERM only changes the exit code.
+    After :func:`main` returned in a process of its own, one ends the process at once
+    with 143 (a local Prefect server then stops with its parent).
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.phase = "working"  # then "closing", then (own process) "exiting"
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        first, self.seen = not self.seen, True
+        if self.phase == "exiting":
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                if first:  # else main() already said so
+                    print(TERMINATED_MESSAGE, file=sys.stderr, flush=True)
+            os._exit(EXIT_TERMINATED)
+        if first and self.phase == "working":
+            raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``assay`` console script; returns the exit code.
 
     Every failure the user can act on ends in one ``assay: error: ...`` line on stderr and
     a non-zero exit: bad input 2 (an unreadable, read-only or full disk included, named
-    with its path), a critical expectation 3, Ctrl+C 130, SIGTERM 143. A closed stdout
-    (``assay info | head -3``) ends quietly. On SIGINT and SIGTERM, ``finally`` blocks and
-    ``atexit`` hooks run, so temporary files are removed and a local Prefect server stops.
+    with its path), a critical expectation 3, Ctrl+C 130, SIGTERM 143 (at any moment, with
+    one ``assay: terminated; ...`` line). A closed stdout (``assay info | head -3``) ends
+    quietly. On SIGINT and SIGTERM, ``finally`` blocks and ``atexit`` hooks run, so
+    temporary files are removed and a local Prefect server stops. ``argv=None`` (the
+    console script) keeps the SIGTERM handler until the process ends; with ``argv`` the
+    previous handler is restored on return.
     """
+    import signal
+    import threading
+
+    # first of all, so that a SIGTERM at any moment of the command ends the same way
+    termination = _Termination()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, termination)
+    try:
+        try:
+            code = _main(argv)
+        finally:
+            termination.phase = "closing"
+    except KeyboardInterrupt:
+        code = _interrupted(terminated=termination.seen)
+    except BaseException as exc:
+        if not (termination.seen or _is_termination(exc)):
+            raise
+        code = _interrupted(terminated=True)
+    else:
+        if termination.seen:  # landed after the command's own outcome was decided
+            code = _interrupted(terminated=True)
+    finally:
+        if previous is not None:
+            if argv is None:
+                termination.phase = "exiting"
+            else:
+                signal.signal(signal.SIGTERM, previous)
+    return code
+
+
+def _interrupted(*, terminated: bool) -> int:
+    print(TERMINATED_MESSAGE if terminated else INTERRUPTED_MESSAGE, file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _is_termination(exc: BaseException) -> bool:
+    """Whether ``exc`` is Prefect's ``TerminationSignal`` (raised by the SIGTERM handler that
+    Prefect installs while a flow runs); Prefect is only looked at when it was imported."""
+    prefect_exceptions = sys.modules.get("prefect.exceptions")
+    return prefect_exceptions is not None and isinstance(
+        exc, prefect_exceptions.TerminationSignal
+    )
+
+
+def _main(argv: Sequence[str] | None) -> int:
     # stage lines are printed once, by assay; Prefect's own console lines (and the
     # tracebacks it logs before assay prints the real message) stay in the Prefect UI
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     import errno
-    import signal
-    import threading
 
     from assay.pipeline.errors import AssayError, DataError
     from assay.pipeline.io import check_output_location
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    warnings.showwarning = _show_warning
-
-    terminated = False
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        nonlocal terminated
-        terminated = True
-        raise KeyboardInterrupt  # unwinds like Ctrl+C: cleanup runs, the run is resumable
-
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
     start = time.perf_counter()
     try:
+        args = build_parser().parse_args(argv)
+        warnings.showwarning = _show_warning
         inputs = [getattr(args, "data", None), getattr(args, "reference", None)]
         out_kind = "file" if args.command == "expectations" else "folder"
         outputs = (("--run-dir", "run_dir"), ("--runs-root", "runs_root"), ("--out", "out"))
@@ -557,10 +623,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AssayError as exc:
         print(f"assay: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        what = "terminated" if terminated else "interrupted"
-        print(f"assay: {what}; finished stages are kept and a re-run resumes.", file=sys.stderr)
-        return 143 if terminated else 130
     except BrokenPipeError:
         # The reader went away (`assay info | head -3`): stop quietly, and keep Python from
         # complaining again when it flushes stdout at exit.
@@ -587,9 +649,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = exc.strerror or str(exc)
         print(f"assay: error: {where}{reason}.{hint}", file=sys.stderr)
         return DataError.exit_code
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     if args.command != "run" and code == EXIT_OK and not getattr(args, "quiet", False):
         print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return code

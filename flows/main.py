@@ -15,6 +15,7 @@ stage states and the verdict go to ``run.json`` as the run goes.
 # these annotations, also in flow-run processes where string annotations cannot be resolved.
 import contextlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 from prefect.context import FlowRunContext
+from prefect.exceptions import TerminationSignal
 
 from assay.flows import stages
 from assay.flows.caching import code_version
@@ -198,6 +200,16 @@ def _publish_artifacts(
         )
 
 
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist yet, if any."""
+    missing = None
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing = path
+    return missing
+
+
 # --------------------------------------------------------------------------- the flow
 @flow(name="assay", log_prints=False)
 def assay_flow(config: RunConfig) -> dict[str, Any]:
@@ -277,14 +289,17 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
     def failed(stage: str, exc: BaseException) -> None:
         if run.paths.run_json.exists():
             state = "critical" if isinstance(exc, CriticalValidationError) else "failed"
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, KeyboardInterrupt | TerminationSignal):
                 state = "interrupted"
             run.update_run_json(
                 status=state,
                 stages={stage: {"state": state, "error": str(exc)[:2000]}},
                 finished_at=now_iso(),
             )
-        note(f"{stage:<9} failed: {type(exc).__name__}: {str(exc)[:300]}")
+        if isinstance(exc, KeyboardInterrupt | TerminationSignal):
+            note(f"{stage:<9} interrupted")
+        else:
+            note(f"{stage:<9} failed: {type(exc).__name__}: {str(exc)[:300]}")
 
     with open_runner(config.runner, workers=config.workers, echo=note) as make_runner:
 
@@ -299,13 +314,21 @@ def assay_flow(config: RunConfig) -> dict[str, Any]:
             end(stage, t0, outcome)
             return outcome
 
-        # ingest: nothing is written before the data loaded, so bad input leaves nothing
+        # The parameters are recorded before any stage writes, so that a run killed at any
+        # moment resumes with them (``--run-dir DIR`` alone). Bad input still leaves
+        # nothing: a failed ingest removes the folder again when this run made it.
+        made = _first_missing(run.root)
+        run.update_run_json(run_id=run_id, status="running", started_at=now_iso(),
+                            finished_at=None, flow_run_id=flow_run_id,
+                            parameters=config.parameters())  # fmt: skip
         t0 = time.perf_counter()
         note(f"{'ingest':<9} started")
         try:
             with stage_settings():
                 ingest = stages.ingest_flow.with_options(task_runner=make_runner())(config)
         except BaseException as exc:
+            if made is not None and not isinstance(exc, KeyboardInterrupt | TerminationSignal):
+                shutil.rmtree(made, ignore_errors=True)
             failed("ingest", exc)
             raise
         hashes.update(data=ingest["raw_hash"], ingested=ingest["hash"])

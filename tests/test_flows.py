@@ -435,6 +435,14 @@ class TestWiring:
             run_pipeline(_config(tmp_path, "digits", inject="mud"))
         assert not (tmp_path / "runs").exists()
 
+    def test_data_that_fails_to_load_leaves_nothing(self, spies, tmp_path):
+        """The parameters are recorded before ingest; a load that fails removes them."""
+        bad = tmp_path / "junk.npz"
+        bad.write_bytes(b"PK\x03\x04 not really a zip")
+        with pytest.raises(DataError, match="junk.npz"):
+            run_pipeline(_config(tmp_path, str(bad), run_dir=tmp_path / "runs" / "r"))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.npz"]
+
     @pytest.mark.slow
     def test_two_runs_at_once_on_different_folders(self, spies, small_digits, tmp_path):
         results: dict[str, Any] = {}

@@ -273,8 +273,13 @@ def _run_folds(
     try:
         if workers <= 1:
             return [_fit_fold(**job) for job in jobs]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             return list(pool.map(lambda job: _fit_fold(**job), jobs))
+        finally:
+            # interrupted (Ctrl+C, SIGTERM): the folds that have not started are dropped
+            # instead of trained before the command can stop
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
         torch.set_num_threads(threads)
 

@@ -377,7 +377,7 @@ def detect_vae(
     if out_dir is not None:
         buf = io.BytesIO()
         model.save(buf)
-        path = atomic.write_bytes(Path(out_dir) / MODEL_FILE, buf.getvalue())
+        atomic.write_bytes(Path(out_dir) / MODEL_FILE, buf.getvalue())
         meta = {
             "config": cfg.to_dict(),
             "k": float(k),
@@ -389,7 +389,9 @@ def detect_vae(
             "n_train": int(len(images) - n_dropped),
         }
         atomic.write_json(Path(out_dir) / META_FILE, meta)
-        info["model_path"] = str(path)
+        # relative: ``out_dir`` may be a temporary folder renamed into place afterwards,
+        # and a cached detection is copied into other run folders
+        info["model_path"] = MODEL_FILE
     summary = (
         f"vae: {int(flag.sum())} of {len(dataset)} images flagged (error > median + {k:g} "
         f"robust SD on log scale; {cfg.kind} VAE, {'+'.join(map(str, epochs))} epochs, "
