@@ -527,6 +527,11 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     return max(0.0, float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * covmean))
 
 
+def is_missing(value: float | None) -> bool:
+    """``True`` for a metric that was not measured: ``None`` or NaN."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def metric_interval(
     seed_values: Sequence[float | None],
     bootstrap: np.ndarray | None = None,
@@ -539,7 +544,7 @@ def metric_interval(
     plus the bootstrap variance over the judged samples (``bootstrap``, evaluation
     randomness; ``None`` when the metric has no per-sample form). The interval is
     Student-t with ``S - 1`` degrees of freedom (normal with one seed, when the seed spread
-    is unknown). ``None`` when any seed value is ``None``.
+    is unknown). ``None`` when any seed value is missing (``None`` or NaN: not measured).
 
     Returns
     -------
@@ -547,7 +552,7 @@ def metric_interval(
         ``mean``, ``n_seeds``, ``seed_std`` (``None`` with one seed), ``bootstrap_se``,
         ``se``, ``df``, ``half_width``, ``low``, ``high``.
     """
-    if not seed_values or any(v is None for v in seed_values):
+    if not seed_values or any(is_missing(v) for v in seed_values):
         return None
     v = np.asarray(seed_values, dtype=float)
     s = v.size

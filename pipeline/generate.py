@@ -641,7 +641,7 @@ def train_arm(
         ),
     }
     m: dict[str, Any] = {
-        name: (None if any(v is None for v in vals) else float(np.mean(vals)))
+        name: (None if any(evaluate.is_missing(v) for v in vals) else float(np.mean(vals)))
         for name, vals in per_seed.items()
     }
     kid_stds = [sc.metrics.get("kid_std") for sc in scores]
@@ -673,11 +673,14 @@ def train_arm(
     path = out_dir / artifacts.GAN_METRICS
     atomic.write_json(path, artifacts.to_json(artifacts.GanArmMetrics, m, source=path))
     la = m["uncertainty"]["label_accuracy"]
-    fid = "n/a" if m["fid"] is None else f"{m['fid']:.2f}"
+
+    def value(name: str, digits: int) -> str:
+        return "n/a" if m[name] is None else f"{m[name]:.{digits}f}"
+
     say(
         f"[gan] {arm}: label accuracy {m['label_accuracy']:.3f} ± {la['half_width']:.3f} "
-        f"({len(train_seeds)} seed(s)), FID {fid}, CAS {m['cas']:.3f}, "
-        f"precision {m['precision']:.2f}, recall {m['recall']:.2f}, {wall:.0f}s, "
+        f"({len(train_seeds)} seed(s)), FID {value('fid', 2)}, CAS {value('cas', 3)}, "
+        f"precision {value('precision', 2)}, recall {value('recall', 2)}, {wall:.0f}s, "
         f"{m['images_per_second']:.0f} img/s"
     )
     return m

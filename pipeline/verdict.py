@@ -285,8 +285,8 @@ def _evidence_line(base: dict[str, Any], other: dict[str, Any], *, level: float)
     for name, words, higher, as_points in _EVIDENCE:
         a = (base.get("uncertainty") or {}).get(name)
         b = (other.get("uncertainty") or {}).get(name)
-        if not a or not b:
-            continue
+        if not a or not b or a.get("mean") is None or b.get("mean") is None:
+            continue  # not measured for this run (e.g. too few images)
         c = compare_arms(a, b, floor=None, higher_is_better=higher, level=level)
         if as_points:
             text = (f"{words} {_pct(c.base_value)} → {_pct(c.other_value)} "

@@ -775,8 +775,9 @@ def test_die_with_parent_preexec_kills_orphan(tmp_path):
 
 
 @pytest.mark.slow
-def test_twenty_image_folder_runs_detection_and_clean(tmp_path, capsys, monkeypatch):
-    """Small data adapts instead of crashing: 20 images, 2 classes of 10."""
+def test_twenty_image_folder_runs_every_stage(tmp_path, capsys, monkeypatch):
+    """Small data adapts instead of crashing: 20 images, 2 classes of 10, through every
+    stage; what cannot be measured on so few images is said, not a traceback."""
     monkeypatch.chdir(tmp_path)
     image_folder("imgs", 10)(tmp_path)
     before = tree_state(tmp_path / "imgs")
@@ -786,4 +787,13 @@ def test_twenty_image_folder_runs_detection_and_clean(tmp_path, capsys, monkeypa
     assert code == 0, err
     code, out, err = run_cli(["clean", "--run-dir", "run"], capsys)
     assert code == 0, err
+    code, out, err = run_cli(["gan", "--run-dir", "run", "--steps", "5", "--seeds", "2",
+                              "--device", "cpu"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "precision/recall not measured" in err
+    code, out, err = run_cli(["report", "--run-dir", "run"], capsys)
+    assert code == 0 and "Traceback" not in err, err
+    verdict = json.loads((tmp_path / "run" / "run.json").read_text())["verdict"]
+    assert verdict["outcome"] in {"too_short_to_judge", "no_clear_difference"}, verdict
+    assert (tmp_path / "run" / "report.html").is_file()
     assert tree_state(tmp_path / "imgs") == before
