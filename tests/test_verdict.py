@@ -58,6 +58,7 @@ def test_one_seed_uses_the_bootstrap_alone():
     three = _arm(0.8, seeds=3)
     assert three["df"] == 2 and three["se"] >= three["bootstrap_se"]
     assert evaluate.metric_interval([0.5, None]) is None
+    assert evaluate.metric_interval([0.5, float("nan")]) is None  # not measured
 
 
 def test_frechet_distance_matches_torchmetrics():
