@@ -45,8 +45,12 @@ class JudgeConfig:
     width : channels of the first block (doubling per block).
     feature_dim : size of the feature vector (the metrics' feature space).
     epochs : passes over the training images; raised when needed so that training takes
-        at least ``min_steps`` updates (small datasets).
+        at least ``min_steps`` updates (small datasets), but to no more than ``max_epochs``
+        passes: a set of a few dozen images is learnt long before that (training accuracy
+        1.0), and further passes only spend time. The 240 judge-train images of the
+        digits stay below the cap (500 updates are 167 passes).
     min_steps : minimum number of updates.
+    max_epochs : the most passes that ``min_steps`` may ask for.
     batch_size, lr, weight_decay : AdamW settings (cosine-decayed learning rate).
     shift : random translation of up to ``shift`` pixels during training (0: off).
     label_smoothing : cross-entropy label smoothing.
@@ -59,6 +63,7 @@ class JudgeConfig:
     feature_dim: int = 64
     epochs: int = 15
     min_steps: int = 500
+    max_epochs: int = 200
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -71,7 +76,7 @@ class JudgeConfig:
         object.__setattr__(self, "image_shape", shape)
         if len(shape) != 3 or min(shape[1:]) < 4:
             raise ValueError(f"`image_shape` must be (C, H, W) with H, W >= 4. Got {shape}.")
-        for name in ("n_classes", "width", "feature_dim", "epochs", "batch_size"):
+        for name in ("n_classes", "width", "feature_dim", "epochs", "max_epochs", "batch_size"):
             value = getattr(self, name)
             if int(value) != value or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer. Got {value!r} instead.")
@@ -188,6 +193,7 @@ class Judge:
     -------------------------------
     net_ : the trained :class:`JudgeNet` (eval mode). config_ : the config used.
     seconds_ : training time. train_accuracy_ : accuracy on the training images.
+    epochs_, steps_ : passes over the training images and updates made.
     """
 
     def __init__(
@@ -233,7 +239,7 @@ class Judge:
         n = x_all.shape[0]
         batch = min(cfg.batch_size, n)
         steps_per_epoch = max(1, n // batch)
-        epochs = max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))
+        epochs = max(cfg.epochs, min(-(-cfg.min_steps // steps_per_epoch), cfg.max_epochs))
         total = epochs * steps_per_epoch
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -259,6 +265,7 @@ class Judge:
         net.eval()
         self.net_ = net
         self.seconds_ = time.perf_counter() - t0
+        self.epochs_, self.steps_ = epochs, total
         self.train_accuracy_ = self.score(images, labels)
         return self
 

@@ -156,6 +156,14 @@ def test_judge_save_load_round_trip(judge, digits, tmp_path):
     np.testing.assert_allclose(back.predict_proba(xt), judge.predict_proba(xt), atol=1e-6)
 
 
+def test_judge_budget_follows_min_steps_up_to_max_epochs(digits):
+    x, y, _, _ = digits
+    small = Judge(device="cpu", seed=0, epochs=1, min_steps=40, max_epochs=6).fit(x[:64], y[:64])
+    assert (small.epochs_, small.steps_) == (6, 6)  # one batch per pass; capped at 6 passes
+    larger = Judge(device="cpu", seed=0, epochs=1, min_steps=40, max_epochs=6).fit(x[:640], y[:640])
+    assert (larger.epochs_, larger.steps_) == (4, 40)  # 10 batches per pass reach min_steps
+
+
 def test_judge_config_is_sized_from_the_image():
     assert JudgeConfig.for_data((28, 28), 10).image_shape == (1, 28, 28)
     assert JudgeConfig.for_data((32, 32, 3), 10).image_shape == (3, 32, 32)
