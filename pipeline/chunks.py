@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
-
 #: Images per block when a stage walks the whole dataset (4096 MNIST images are 3.2 MB of
 #: uint8; their float32 copy 12.8 MB).
 CHUNK_ROWS = 4096
@@ -36,8 +34,3 @@ def chunk_slices(n: int, rows: int = CHUNK_ROWS) -> Iterator[slice]:
     for start in range(0, int(n), int(rows)):
         yield slice(start, min(start + int(rows), int(n)))
 
-
-def rows_for_bytes(image_shape: tuple[int, ...], target_bytes: int) -> int:
-    """How many images of ``image_shape`` (one byte per value) fill ``target_bytes``, >= 1."""
-    per_image = int(np.prod(image_shape, dtype=np.int64)) or 1
-    return max(1, int(target_bytes) // per_image)
