@@ -144,3 +144,23 @@ def test_classifier_on_the_memory_map_matches_one_on_an_in_memory_copy(tmp_path)
         outputs.append(model.predict_with_embedding(images))
     np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
     np.testing.assert_array_equal(outputs[0][1], outputs[1][1])
+
+
+def test_near_duplicates_past_the_pca_fit_limit_find_the_same_copies(monkeypatch):
+    from assay.pipeline.detect import duplicate
+    from assay.pipeline.detect.duplicate import pixel_near_duplicates
+
+    digits = io.load("digits")
+    rng = np.random.default_rng(1)
+    src = rng.choice(len(digits), 20, replace=False)
+    copies = np.roll(digits.images[src], 1, axis=2)  # shifted by one pixel
+    images = np.concatenate([digits.images, copies])
+    labels = np.concatenate([digits.labels, digits.labels[src]])
+    expected = {(int(i), len(digits) + k) for k, i in enumerate(src)}
+    full, _ = pixel_near_duplicates(images, labels=labels, chunk=700)
+    # Past the limit the PCA is fitted on a random subset of the images (a third here).
+    monkeypatch.setattr(duplicate, "PCA_FIT_MAX", 600)
+    subset, _ = pixel_near_duplicates(images, labels=labels, chunk=700)
+    for pairs in (full, subset):
+        assert expected <= {tuple(p) for p in pairs.tolist()}
+    assert len(subset) <= len(full) + 2
