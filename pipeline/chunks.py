@@ -13,6 +13,10 @@ from collections.abc import Iterator
 #: Images per block when a stage walks the whole dataset (4096 MNIST images are 3.2 MB of
 #: uint8; their float32 copy 12.8 MB).
 CHUNK_ROWS = 4096
+#: scikit-learn's ``working_memory`` (MB) for the neighbour searches of detection: the
+#: size of one block of pairwise distances (scikit-learn's default, 1,024 MB, holds the
+#: whole ``N x N`` matrix of up to 11,000 samples at once).
+NEIGHBOUR_WORKING_MEMORY_MB = 64
 
 
 def chunk_slices(n: int, rows: int = CHUNK_ROWS) -> Iterator[slice]:

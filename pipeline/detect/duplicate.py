@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from assay.pipeline.chunks import chunk_slices
+from assay.pipeline.chunks import NEIGHBOUR_WORKING_MEMORY_MB, chunk_slices
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect.base import DetectorResult, register
 from assay.pipeline.detect.oof import image_groups
@@ -240,8 +240,7 @@ def pixel_near_duplicates(
         float64 ``(N,)``: each image's aligned distance to its nearest candidate divided
         by its class's median of those distances (``inf`` without candidates).
     """
-    from sklearn.decomposition import PCA
-    from sklearn.neighbors import NearestNeighbors
+    import sklearn
 
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"`ratio` must be in (0, 1). Got {ratio} instead.")
@@ -250,6 +249,36 @@ def pixel_near_duplicates(
         return np.zeros((0, 2), dtype=np.int64), np.full(n, np.inf)
     if labels is not None and np.shape(labels) != (n,):
         raise ValueError(f"`labels` must have shape ({n},). Got {np.shape(labels)} instead.")
+    with sklearn.config_context(working_memory=NEIGHBOUR_WORKING_MEMORY_MB):
+        pairs = _candidate_pairs(images, n_components=n_components, k=k, seed=seed,
+                                 max_shift=max_shift, chunk=chunk)  # fmt: skip
+    dist = np.empty(len(pairs))
+    for start in range(0, len(pairs), chunk):
+        p = pairs[start : start + chunk]
+        dist[start : start + chunk] = aligned_rms(
+            _normalised_grey(images[p[:, 0]]), _normalised_grey(images[p[:, 1]]),
+            max_shift=max_shift,
+        )  # fmt: skip
+    nearest = np.full(n, np.inf)
+    np.minimum.at(nearest, pairs[:, 0], dist)
+    np.minimum.at(nearest, pairs[:, 1], dist)
+    ref = class_reference(nearest, labels)
+    limit = ratio * np.minimum(ref[pairs[:, 0]], ref[pairs[:, 1]])
+    relative = nearest / ref
+    return pairs[dist < limit].astype(np.int64), relative
+
+
+def _candidate_pairs(
+    images: np.ndarray, *, n_components: int, k: int, seed: int, max_shift: int, chunk: int
+) -> np.ndarray:
+    """Candidate pairs ``(M, 2)``, ``i < j``, of :func:`pixel_near_duplicates`: each
+    image's ``k`` nearest neighbours in a PCA of the standardised images, queried with
+    the image shifted by up to ``max_shift`` pixels; ``chunk`` images at a time."""
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    n = images.shape[0]
+
     def grey(rows: slice | np.ndarray) -> np.ndarray:  # (m, P) standardised, float32
         block = _normalised_grey(images[rows])
         return block.reshape(block.shape[0], -1)
@@ -286,18 +315,4 @@ def pixel_near_duplicates(
     rows = np.repeat(np.arange(n), cand.shape[1])
     cols = cand.ravel()
     keep = rows != cols
-    pairs = np.unique(np.sort(np.stack([rows[keep], cols[keep]], axis=1), axis=1), axis=0)
-    dist = np.empty(len(pairs))
-    for start in range(0, len(pairs), chunk):
-        p = pairs[start : start + chunk]
-        dist[start : start + chunk] = aligned_rms(
-            _normalised_grey(images[p[:, 0]]), _normalised_grey(images[p[:, 1]]),
-            max_shift=max_shift,
-        )  # fmt: skip
-    nearest = np.full(n, np.inf)
-    np.minimum.at(nearest, pairs[:, 0], dist)
-    np.minimum.at(nearest, pairs[:, 1], dist)
-    ref = class_reference(nearest, labels)
-    limit = ratio * np.minimum(ref[pairs[:, 0]], ref[pairs[:, 1]])
-    relative = nearest / ref
-    return pairs[dist < limit].astype(np.int64), relative
+    return np.unique(np.sort(np.stack([rows[keep], cols[keep]], axis=1), axis=1), axis=0)
