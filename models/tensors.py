@@ -125,6 +125,7 @@ class ImageBatches:
     ) -> None:
         self.scale, self.device, self.channels_last = scale, torch.device(device), channels_last
         self._rows = _rows  # positions into the source (a subset), or None for all rows
+        self._rows_on_device: torch.Tensor | None = None
         if isinstance(images, torch.Tensor):
             self._tensor: torch.Tensor | None = images
             self._array: np.ndarray | None = None
@@ -176,7 +177,9 @@ class ImageBatches:
         if self._tensor is not None:
             idx = torch.as_tensor(index, device=self._tensor.device)
             if self._rows is not None:
-                idx = torch.as_tensor(self._rows, device=idx.device)[idx]
+                if self._rows_on_device is None:  # once, not one copy per batch
+                    self._rows_on_device = torch.as_tensor(self._rows, device=idx.device)
+                idx = self._rows_on_device[idx]
             return self._tensor[idx]
         assert self._array is not None
         rows = index.cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
