@@ -450,15 +450,19 @@ class Classifier:
         batch_size = int(batch_size or self.config_.eval_batch_size)
         x = _batches(images, dev)
         model.eval()
-        probs, embs = [], []
-        for start in range(0, len(x), batch_size):
+        n = len(x)
+        # Filled batch by batch (not lists of small results kept between the big batch
+        # temporaries, which fragments the heap: memory that grows with N).
+        p = np.empty((n, int(self.n_classes_)), dtype=np.float64)
+        emb = np.empty((n, int(self.config_.hidden)), dtype=np.float32)
+        for start in range(0, n, batch_size):
             with autocast(dev):
                 logits, z = model(x.rows(start, start + batch_size))
-            probs.append(torch.softmax(logits.float(), dim=1))
-            embs.append(z.float())
-        p = torch.cat(probs).double().cpu().numpy()
+            stop = start + logits.shape[0]
+            p[start:stop] = torch.softmax(logits.float(), dim=1).double().cpu().numpy()
+            emb[start:stop] = z.float().cpu().numpy()
         p /= p.sum(axis=1, keepdims=True)
-        return p, torch.cat(embs).cpu().numpy().astype(np.float32)
+        return p, emb
 
     def predict_proba(self, images: np.ndarray | torch.Tensor | ImageBatches) -> np.ndarray:
         """Class probabilities ``(N, K)``, float64."""
