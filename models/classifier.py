@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from assay.models.device import autocast, pick_device
-from assay.models.tensors import to_tensor
+from assay.models.tensors import ImageBatches
 
 __all__ = ["Classifier", "ClassifierConfig", "SmallCNN"]
 
@@ -311,7 +311,7 @@ class Classifier:
 
     def fit(
         self,
-        images: np.ndarray | torch.Tensor,
+        images: np.ndarray | torch.Tensor | ImageBatches,
         labels: np.ndarray,
         *,
         sample_weight: np.ndarray | None = None,
@@ -321,9 +321,11 @@ class Classifier:
 
         Parameters
         ----------
-        images : ndarray or Tensor
-            uint8 ``(N, H, W[, C])``, or a float tensor ``(N, C, H, W)`` in [0, 1] already
-            on ``device`` (see :func:`assay.models.tensors.to_tensor`).
+        images : ndarray, Tensor or ImageBatches
+            uint8 ``(N, H, W[, C])`` (on CPU read a mini-batch at a time, so a memory map
+            is never copied whole), a float tensor ``(N, C, H, W)`` in [0, 1] already on
+            ``device`` (see :func:`assay.models.tensors.to_tensor`), or
+            :class:`~assay.models.tensors.ImageBatches` of either.
         labels : ndarray
             int ``(N,)`` in ``0..K-1``.
         sample_weight : ndarray, optional
@@ -333,11 +335,7 @@ class Classifier:
             network in training mode).
         """
         dev = pick_device(None if self.device is None else str(self.device))
-        x = (
-            images
-            if isinstance(images, torch.Tensor)
-            else to_tensor(images, device=dev, channels_last=True)
-        )
+        x = _batches(images, dev)
         y = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=dev)
         n = x.shape[0]
         if y.shape != (n,):
@@ -386,7 +384,7 @@ class Classifier:
                 idx = order[step * batch : stop]
                 if idx.numel() < 2 and n >= 2:
                     continue
-                xb = _augment(x[idx], config, generator)
+                xb = _augment(x.take(idx), config, generator)
                 xb = xb.contiguous(memory_format=torch.channels_last)
                 yb = y[idx]
                 if config.mixup > 0:
@@ -427,14 +425,17 @@ class Classifier:
 
     @torch.no_grad()
     def predict_with_embedding(
-        self, images: np.ndarray | torch.Tensor, *, batch_size: int | None = None
+        self,
+        images: np.ndarray | torch.Tensor | ImageBatches,
+        *,
+        batch_size: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities and penultimate embeddings of ``images``, in one pass.
 
         Parameters
         ----------
-        images : ndarray or Tensor
-            uint8 ``(N, H, W[, C])`` or float ``(N, C, H, W)`` in [0, 1].
+        images : ndarray, Tensor or ImageBatches
+            uint8 ``(N, H, W[, C])`` or float ``(N, C, H, W)`` in [0, 1] (as in :meth:`fit`).
         batch_size : int, optional
             Default: the config's ``eval_batch_size``.
 
@@ -447,27 +448,27 @@ class Classifier:
         """
         model, dev = self.network_, self.device_
         batch_size = int(batch_size or self.config_.eval_batch_size)
-        x = (
-            images
-            if isinstance(images, torch.Tensor)
-            else to_tensor(images, device=dev, channels_last=True)
-        )
+        x = _batches(images, dev)
         model.eval()
-        probs, embs = [], []
-        for start in range(0, x.shape[0], batch_size):
+        n = len(x)
+        # Filled batch by batch (not lists of small results kept between the big batch
+        # temporaries, which fragments the heap: memory that grows with N).
+        p = np.empty((n, int(self.n_classes_)), dtype=np.float64)
+        emb = np.empty((n, int(self.config_.hidden)), dtype=np.float32)
+        for start in range(0, n, batch_size):
             with autocast(dev):
-                logits, z = model(x[start : start + batch_size])
-            probs.append(torch.softmax(logits.float(), dim=1))
-            embs.append(z.float())
-        p = torch.cat(probs).double().cpu().numpy()
+                logits, z = model(x.rows(start, start + batch_size))
+            stop = start + logits.shape[0]
+            p[start:stop] = torch.softmax(logits.float(), dim=1).double().cpu().numpy()
+            emb[start:stop] = z.float().cpu().numpy()
         p /= p.sum(axis=1, keepdims=True)
-        return p, torch.cat(embs).cpu().numpy().astype(np.float32)
+        return p, emb
 
-    def predict_proba(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+    def predict_proba(self, images: np.ndarray | torch.Tensor | ImageBatches) -> np.ndarray:
         """Class probabilities ``(N, K)``, float64."""
         return self.predict_with_embedding(images)[0]
 
-    def predict(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+    def predict(self, images: np.ndarray | torch.Tensor | ImageBatches) -> np.ndarray:
         """Predicted classes ``(N,)``, int64."""
         return self.predict_proba(images).argmax(axis=1).astype(np.int64)
 
@@ -504,3 +505,10 @@ class Classifier:
         clf.config_, clf.n_classes_, clf.device_ = config, clf.n_classes, dev
         clf.image_shape_ = (c, h, w)
         return clf
+
+
+def _batches(images: np.ndarray | torch.Tensor | ImageBatches, dev: torch.device) -> ImageBatches:
+    """``images`` as channels-last ``[0, 1]`` mini-batches on ``dev``."""
+    if isinstance(images, ImageBatches):
+        return images
+    return ImageBatches(images, scale="unit", device=dev, channels_last=True)

@@ -67,7 +67,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from assay.models.device import autocast, configure_cpu_threads, pick_device, seeded_global_rng
-from assay.models.tensors import to_tensor, to_uint8
+from assay.models.tensors import ImageBatches, to_uint8
 
 NOISE_MODES = ("sample", "soft")
 AUGMENTATIONS = ("translation", "cutout")
@@ -642,10 +642,11 @@ class GANTrainer:
             t_mat = torch.tensor(t_np, dtype=torch.float32).to(dev)
         self.transition_ = t_mat
 
-        # whole dataset resident on the device
-        x_all = to_tensor(images, scale="signed").to(dev)
-        if dev.type == "cuda":
-            x_all = x_all.contiguous(memory_format=torch.channels_last)
+        # whole dataset resident on CUDA (when it fits); on CPU each batch is gathered from
+        # the uint8 array (a memory map, say) and converted when it is drawn
+        x_all = ImageBatches(
+            images, scale="signed", device=dev, channels_last=dev.type == "cuda"
+        )
         y_all = torch.from_numpy(labels.astype(np.int64)).to(dev)
 
         g_data = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # batches, z, y_g
@@ -668,7 +669,7 @@ class GANTrainer:
                 epoch += 1
             idx = perm[cursor : cursor + batch]
             cursor += batch
-            return x_all[idx], y_all[idx]
+            return x_all.take(idx), y_all[idx]
 
         def fake_labels(paired: bool = False) -> torch.Tensor:
             # clean labels for the generator, drawn from the observed label marginal;

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from assay.models.device import autocast, configure_cpu_threads, pick_device, seed_everything
-from assay.models.tensors import scale_uint8, to_tensor
+from assay.models.tensors import ImageBatches, scale_uint8
 
 __all__ = ["VAE", "VAEConfig", "VAEHistory", "ConvVAE", "MLPVAE", "build_vae"]
 
@@ -277,8 +277,9 @@ def build_vae(config: VAEConfig) -> ConvVAE | MLPVAE:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _as_nchw_uint8(images: np.ndarray, config: VAEConfig) -> torch.Tensor:
-    """uint8 ``(N, H, W[, C])`` numpy -> uint8 ``(N, C, H, W)`` tensor (CPU)."""
+def _as_nchw_uint8(images: np.ndarray, config: VAEConfig, dev: torch.device) -> ImageBatches:
+    """uint8 ``(N, H, W[, C])`` numpy -> uint8 ``(N, C, H, W)`` mini-batches on ``dev``
+    (resident on CUDA; on CPU gathered from ``images``, a memory map say, batch by batch)."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise ValueError(f"`images` must be uint8 (0..255). Got {images.dtype} instead.")
@@ -292,7 +293,7 @@ def _as_nchw_uint8(images: np.ndarray, config: VAEConfig) -> torch.Tensor:
         )
     if images.shape[0] == 0:
         raise ValueError("`images` is empty; expected at least one image.")
-    return to_tensor(images, scale=None)
+    return ImageBatches(images, scale=None, device=dev)
 
 
 def _terms(
@@ -360,8 +361,8 @@ def _train(
     if dev.type == "cpu":
         # Tiny MLPs gain nothing from a second thread and lose a lot when cores are busy.
         torch.set_num_threads(1 if config.kind == "mlp" else configure_cpu_threads())
-    data = _as_nchw_uint8(images, config).to(dev)  # (N, C, H, W) uint8, resident on device
-    n = data.shape[0]
+    data = _as_nchw_uint8(images, config, dev)  # (N, C, H, W) uint8 batches
+    n = len(data)
     t0 = time.perf_counter()
 
     seed_everything(seed)
@@ -401,7 +402,7 @@ def _train(
             running = torch.zeros((), device=dev)
             for s in range(steps_per_epoch):
                 idx = perm[s * batch : (s + 1) * batch]
-                x = _to_model_input(data[idx], dev)  # (B, C, H, W)
+                x = _to_model_input(data.take(idx), dev)  # (B, C, H, W)
                 noise = torch.randn(
                     (x.shape[0], config.latent_dim), device=dev, generator=gen
                 )  # (B, L)
@@ -517,14 +518,14 @@ class VAE:
         model = self.network_
         config: VAEConfig = model.config
         dev = next(model.parameters()).device
-        data = _as_nchw_uint8(images, config).to(dev)  # (N, C, H, W) uint8
+        data = _as_nchw_uint8(images, config, dev)  # (N, C, H, W) uint8 batches
         model.eval()
-        n = data.shape[0]
+        n = len(data)
         rec = torch.empty(n, dtype=torch.float32, device=dev)
         kl = torch.empty(n, dtype=torch.float32, device=dev)
         ent = torch.empty(n, dtype=torch.float32, device=dev)
         for i in range(0, n, batch_size):
-            x = _to_model_input(data[i : i + batch_size], dev)  # (B, C, H, W)
+            x = _to_model_input(data.rows(i, i + batch_size), dev)  # (B, C, H, W)
             rec[i : i + batch_size], kl[i : i + batch_size] = _terms(model, x, None, dev)
             ent[i : i + batch_size] = _bernoulli_entropy(x)
         out = {

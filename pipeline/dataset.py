@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assay.pipeline.chunks import chunk_slices
 from assay.pipeline.errors import DataError
 from assay.pipeline.limits import check_n_classes
 
@@ -152,7 +153,8 @@ class Dataset:
         """SHA-256 over shape, pixels, labels, ids and class names (hex, 64 chars)."""
         h = hashlib.sha256()
         h.update(repr((self.images.shape, str(self.images.dtype))).encode())
-        h.update(np.ascontiguousarray(self.images).data)
+        for rows in chunk_slices(len(self)):  # block by block: the images may be mapped
+            h.update(np.ascontiguousarray(self.images[rows]).data)
         h.update(np.ascontiguousarray(self.labels, dtype="<i8").data)
         h.update(np.ascontiguousarray(self.sample_ids, dtype="<i8").data)
         h.update("\x1f".join(self.class_names).encode())

@@ -40,9 +40,10 @@ The canonical format
                         content_hash (see Dataset.content_hash)
 
 Written atomically: built in a temporary sibling folder and renamed into place.
-``images.npy`` is memory-mapped copy-on-write on load, so opening a large dataset costs
-almost nothing until pixels are touched, and the arrays stay writable without changing
-the file.
+``images.npy`` is written a block of images at a time and memory-mapped read-only on load,
+so opening a large dataset costs almost nothing until pixels are touched and a dataset
+larger than memory can be read; the loaded ``images`` refuse writes (a stage that needs to
+change pixels works on a copy, e.g. :meth:`Dataset.subset` or ``np.array(images)``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from assay.pipeline.atomic import atomic_dir, write_json
+from assay.pipeline.chunks import chunk_slices
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.formats import idx
@@ -343,10 +345,31 @@ def save(dataset: Dataset, path: str | os.PathLike[str]) -> Path:
         "meta": dataset.meta,
     }
     with atomic_dir(path) as tmp:
-        np.save(tmp / "images.npy", np.ascontiguousarray(dataset.images), allow_pickle=False)
+        write_images_npy(tmp / "images.npy", dataset.images)
         manifest.to_parquet(tmp / "manifest.parquet", index=False)
         write_json(tmp / "dataset.json", info)
     return path
+
+
+def write_images_npy(path: Path, images: np.ndarray) -> None:
+    """Write ``images`` as a ``.npy`` file, :data:`~pipeline.chunks.CHUNK_ROWS` rows at a time.
+
+    The file is byte for byte what ``np.save`` writes for the C-ordered array, but a
+    memory-mapped or non-contiguous ``images`` is never copied whole into memory.
+
+    Parameters
+    ----------
+    path : Path
+        The file to write (the caller makes the write atomic).
+    images : ndarray
+        uint8 ``(N, H, W)`` or ``(N, H, W, C)``.
+    """
+    header = np.lib.format.header_data_from_array_1_0(images)
+    header["fortran_order"] = False
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for rows in chunk_slices(images.shape[0]):
+            fh.write(np.ascontiguousarray(images[rows]).data)
 
 
 # ---------------------------------------------------------------------- readers kept here
@@ -394,7 +417,7 @@ def _load_assay(folder: Path, *, strict: bool) -> Dataset:
             f"assay understands (up to {SCHEMA_VERSION}); upgrade assay to read it."
         )
     try:
-        images = np.asarray(np.load(folder / "images.npy", mmap_mode="c", allow_pickle=False))
+        images = np.load(folder / "images.npy", mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
         raise DataError(
             f"{folder / 'images.npy'}: expected a uint8 .npy array of images ({exc})."

@@ -374,12 +374,34 @@ def test_canonical_round_trip_keeps_everything(tmp_path, tiny_dataset):
     assert_same(ds, load(out / "dataset.json", strict=True))
 
 
-def test_canonical_images_are_mapped_copy_on_write(tmp_path, tiny_dataset):
+def test_canonical_images_are_mapped_read_only(tmp_path, tiny_dataset):
     out = save(tiny_dataset, tmp_path / "ds")
     ds = load(out)
-    assert ds.images.flags.writeable
-    ds.images[0, 0, 0] = 255 - ds.images[0, 0, 0]
+    assert isinstance(ds.images.base, np.memmap) or isinstance(ds.images, np.memmap)
+    assert not ds.images.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        ds.images[0, 0, 0] = 255 - ds.images[0, 0, 0]
     np.testing.assert_array_equal(np.load(out / "images.npy"), tiny_dataset.images)
+    # A subset is an ordinary in-memory copy that a stage may change.
+    part = ds.subset(np.arange(3))
+    part.images[0, 0, 0] = 7
+    assert part.images.flags.writeable
+
+
+def test_canonical_images_npy_is_what_np_save_writes(tmp_path):
+    from assay.pipeline.chunks import CHUNK_ROWS
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2 * CHUNK_ROWS + 5, 6, 5), dtype=np.uint8)
+    ds = Dataset.create(images, rng.integers(0, 3, len(images)))
+    out = save(ds, tmp_path / "ds")
+    np.save(tmp_path / "ref.npy", images)
+    assert (out / "images.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
+    # A non-contiguous view is written in C order, and hashes as its contiguous copy.
+    flipped = Dataset.create(images[:, ::-1], ds.labels)
+    back = load(save(flipped, tmp_path / "flipped"), strict=True)
+    np.testing.assert_array_equal(back.images, images[:, ::-1])
+    assert back.content_hash() == Dataset.create(images[:, ::-1].copy(), ds.labels).content_hash()
 
 
 def test_save_replaces_an_existing_dataset_and_reloads_after_overwrite(tmp_path, tiny_dataset):

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assay.pipeline.chunks import NEIGHBOUR_WORKING_MEMORY_MB
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect.base import DetectorResult, register
 from assay.pipeline.detect.duplicate import (
@@ -280,9 +281,13 @@ def datalab_issues(
         raise ValueError(f"kNN issue checks need at least 3 samples. Got {labels.shape[0]}.")
     k = max(1, min(int(k), labels.shape[0] - 1))
     use_datalab = backend == "datalab" or (backend == "auto" and _datalab_available())
-    if use_datalab:
-        return _run_datalab(labels, features, k=k, seed=seed, verbose=verbose)
-    return _run_core(labels, features, k=k)
+    import sklearn
+
+    # distances in blocks of NEIGHBOUR_WORKING_MEMORY_MB, not up to scikit-learn's 1 GB
+    with sklearn.config_context(working_memory=NEIGHBOUR_WORKING_MEMORY_MB):
+        if use_datalab:
+            return _run_datalab(labels, features, k=k, seed=seed, verbose=verbose)
+        return _run_core(labels, features, k=k)
 
 
 def _shared(dataset: Dataset, context: Any, *, k: int, backend: str) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assay.pipeline.chunks import NEIGHBOUR_WORKING_MEMORY_MB, chunk_slices
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect.base import DetectorResult, register
 from assay.pipeline.detect.oof import image_groups
@@ -58,6 +59,9 @@ __all__ = ["detect_exact_duplicate", "first_of_group", "pixel_near_duplicates", 
 PIXEL_RATIO = 0.35
 #: Blur (grey-level sigma, in pixels of a 28-pixel image) applied before comparing.
 BLUR = 1.5
+#: Most images the candidate search's PCA is fitted on; past it, a seeded random subset
+#: of this many (the images themselves are then read block by block, never all at once).
+PCA_FIT_MAX = 20_000
 
 
 def first_of_group(groups: np.ndarray) -> np.ndarray:
@@ -202,11 +206,13 @@ def pixel_near_duplicates(
     nearest-neighbour distance of the pair's classes (the smaller of the two): the rule
     follows each class's own spread, so distinct images of a simple class (thin "1"s,
     which lie close together in pixel space) are not called copies of one another.
+    Candidates come from a PCA of the standardised images fitted on at most
+    :data:`PCA_FIT_MAX` of them.
 
     Parameters
     ----------
     images : ndarray
-        uint8 ``(N, H, W[, C])``.
+        uint8 ``(N, H, W[, C])``; may be memory-mapped (it is read block by block).
     labels : ndarray, optional, keyword-only
         int ``(N,)`` given labels; the classes whose spread sets the threshold (one
         reference for the whole data when omitted).
@@ -221,7 +227,9 @@ def pixel_near_duplicates(
     seed : int, keyword-only
         PCA's random state.
     chunk : int, keyword-only
-        Rows per block of the distance computation (bounds memory).
+        Images per block of the candidate search and pairs per block of the distance
+        computation (bounds memory: the standardised images are computed block by block,
+        never for the whole data at once).
 
     Returns
     -------
@@ -232,8 +240,7 @@ def pixel_near_duplicates(
         float64 ``(N,)``: each image's aligned distance to its nearest candidate divided
         by its class's median of those distances (``inf`` without candidates).
     """
-    from sklearn.decomposition import PCA
-    from sklearn.neighbors import NearestNeighbors
+    import sklearn
 
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"`ratio` must be in (0, 1). Got {ratio} instead.")
@@ -242,25 +249,16 @@ def pixel_near_duplicates(
         return np.zeros((0, 2), dtype=np.int64), np.full(n, np.inf)
     if labels is not None and np.shape(labels) != (n,):
         raise ValueError(f"`labels` must have shape ({n},). Got {np.shape(labels)} instead.")
-    x = _normalised_grey(images)
-    flat = x.reshape(n, -1)
-    n_comp = max(1, min(n_components, n - 1, flat.shape[1]))
-    pca = PCA(n_components=n_comp, random_state=seed, svd_solver="randomized").fit(flat)
-    index = NearestNeighbors(n_neighbors=min(k + 1, n)).fit(pca.transform(flat))
-    cands = []
-    for dy in range(-max_shift, max_shift + 1):
-        for dx in range(-max_shift, max_shift + 1):
-            query = pca.transform(_shifted(x, dy, dx).reshape(n, -1))
-            cands.append(index.kneighbors(query, return_distance=False))
-    cand = np.concatenate(cands, axis=1)
-    rows = np.repeat(np.arange(n), cand.shape[1])
-    cols = cand.ravel()
-    keep = rows != cols
-    pairs = np.unique(np.sort(np.stack([rows[keep], cols[keep]], axis=1), axis=1), axis=0)
+    with sklearn.config_context(working_memory=NEIGHBOUR_WORKING_MEMORY_MB):
+        pairs = _candidate_pairs(images, n_components=n_components, k=k, seed=seed,
+                                 max_shift=max_shift, chunk=chunk)  # fmt: skip
     dist = np.empty(len(pairs))
     for start in range(0, len(pairs), chunk):
         p = pairs[start : start + chunk]
-        dist[start : start + chunk] = aligned_rms(x[p[:, 0]], x[p[:, 1]], max_shift=max_shift)
+        dist[start : start + chunk] = aligned_rms(
+            _normalised_grey(images[p[:, 0]]), _normalised_grey(images[p[:, 1]]),
+            max_shift=max_shift,
+        )  # fmt: skip
     nearest = np.full(n, np.inf)
     np.minimum.at(nearest, pairs[:, 0], dist)
     np.minimum.at(nearest, pairs[:, 1], dist)
@@ -268,3 +266,53 @@ def pixel_near_duplicates(
     limit = ratio * np.minimum(ref[pairs[:, 0]], ref[pairs[:, 1]])
     relative = nearest / ref
     return pairs[dist < limit].astype(np.int64), relative
+
+
+def _candidate_pairs(
+    images: np.ndarray, *, n_components: int, k: int, seed: int, max_shift: int, chunk: int
+) -> np.ndarray:
+    """Candidate pairs ``(M, 2)``, ``i < j``, of :func:`pixel_near_duplicates`: each
+    image's ``k`` nearest neighbours in a PCA of the standardised images, queried with
+    the image shifted by up to ``max_shift`` pixels; ``chunk`` images at a time."""
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    n = images.shape[0]
+
+    def grey(rows: slice | np.ndarray) -> np.ndarray:  # (m, P) standardised, float32
+        block = _normalised_grey(images[rows])
+        return block.reshape(block.shape[0], -1)
+
+    blocks = list(chunk_slices(n, chunk))
+    fit_rows: slice | np.ndarray = slice(0, n)
+    if n > PCA_FIT_MAX:
+        pick = np.random.default_rng(seed).choice(n, PCA_FIT_MAX, replace=False)
+        fit_rows = np.sort(pick)
+    fit = grey(fit_rows)
+    n_comp = max(1, min(n_components, n - 1, fit.shape[1]))
+    pca = PCA(n_components=n_comp, random_state=seed, svd_solver="randomized").fit(fit)
+    del fit
+    features = np.concatenate([pca.transform(grey(rows)) for rows in blocks])  # (N, d)
+    index = NearestNeighbors(n_neighbors=min(k + 1, n)).fit(features)
+    shifts = [(dy, dx) for dy in range(-max_shift, max_shift + 1)
+              for dx in range(-max_shift, max_shift + 1)]  # fmt: skip
+    per_block = []
+    for rows in blocks:  # (m, H, W) standardised images, shifted and searched per block
+        x = _normalised_grey(images[rows])
+        per_block.append(
+            np.concatenate(
+                [
+                    index.kneighbors(
+                        pca.transform(_shifted(x, dy, dx).reshape(x.shape[0], -1)),
+                        return_distance=False,
+                    )
+                    for dy, dx in shifts
+                ],
+                axis=1,
+            )
+        )
+    cand = np.concatenate(per_block)
+    rows = np.repeat(np.arange(n), cand.shape[1])
+    cols = cand.ravel()
+    keep = rows != cols
+    return np.unique(np.sort(np.stack([rows[keep], cols[keep]], axis=1), axis=1), axis=0)

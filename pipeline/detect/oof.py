@@ -44,7 +44,7 @@ import torch
 
 from assay.models.classifier import Classifier, ClassifierConfig
 from assay.models.device import pick_device
-from assay.models.tensors import to_tensor
+from assay.models.tensors import ImageBatches
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.progress import Ticker
 from assay.pipeline.progress import say as progress_line
@@ -233,7 +233,7 @@ def cpu_workers() -> int:
 
 
 def _fit_fold(
-    images: torch.Tensor,
+    images: ImageBatches,
     labels: np.ndarray,
     train: np.ndarray,
     n_classes: int,
@@ -245,10 +245,9 @@ def _fit_fold(
 
     ``ticker`` counts the fold's epochs (progress lines over all folds)."""
     t0 = time.perf_counter()
-    idx = torch.as_tensor(train, device=images.device)
     model = Classifier(config, n_classes=n_classes, seed=seed, device=images.device)
     on_epoch = None if ticker is None else (lambda *_: ticker.tick())
-    model.fit(images.index_select(0, idx), labels[train], on_epoch=on_epoch)
+    model.fit(images.subset(train), labels[train], on_epoch=on_epoch)
     probs, emb = model.predict_with_embedding(images)
     return probs, emb, time.perf_counter() - t0
 
@@ -296,7 +295,7 @@ def _cv_cnn(
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n_folds = int(folds.max()) + 1
-    images = to_tensor(dataset.images, device=device, channels_last=True)
+    images = ImageBatches(dataset.images, device=device, channels_last=True)
     jobs = [
         {
             "images": images,
@@ -612,7 +611,7 @@ def fit_fold(
     if config is None:
         config = ClassifierConfig.for_images(dataset.images.shape)
     job = {
-        "images": to_tensor(dataset.images, device=dev, channels_last=True),
+        "images": ImageBatches(dataset.images, device=dev, channels_last=True),
         "labels": dataset.labels,
         "train": np.flatnonzero(folds != fold),
         "n_classes": dataset.n_classes,

@@ -98,6 +98,7 @@ import numpy as np
 import pandas as pd
 
 from assay.pipeline import atomic
+from assay.pipeline.chunks import chunk_slices
 from assay.pipeline.detect.base import DetectorResult, register
 
 __all__ = [
@@ -187,14 +188,17 @@ def complexity_bits(images: np.ndarray) -> np.ndarray:
     """
     import zlib
 
-    flat = np.ascontiguousarray(images.reshape(len(images), -1))
-    diff = np.diff(images.astype(np.int16), axis=2, prepend=0).astype(np.uint8)
-    diff = np.ascontiguousarray(diff.reshape(len(images), -1))
-    return 8.0 * np.array(
-        [min(len(zlib.compress(a.tobytes(), 9)), len(zlib.compress(b.tobytes(), 9)))
-         for a, b in zip(flat, diff, strict=True)],
-        dtype=np.float64,
-    )  # fmt: skip
+    bits = np.empty(len(images), dtype=np.float64)
+    for rows in chunk_slices(len(images)):  # block by block: the images may be mapped
+        block = np.asarray(images[rows])
+        flat = np.ascontiguousarray(block.reshape(len(block), -1))
+        diff = np.diff(block.astype(np.int16), axis=2, prepend=0).astype(np.uint8)
+        diff = np.ascontiguousarray(diff.reshape(len(block), -1))
+        bits[rows] = [
+            8.0 * min(len(zlib.compress(a.tobytes(), 9)), len(zlib.compress(b.tobytes(), 9)))
+            for a, b in zip(flat, diff, strict=True)
+        ]
+    return bits
 
 
 def _robust_z(v: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
