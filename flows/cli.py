@@ -371,6 +371,7 @@ def _run_default(key: str) -> str:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     from assay.pipeline.inject import PRESETS
+    from assay.pipeline.stages.base import STEPS_HELP
 
     p.add_argument("--data", metavar="SPEC", help=_DATA_HELP + _run_default("data"))
     p.add_argument("--strict", action="store_true", help="refuse non-image files in folders")
@@ -381,7 +382,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--policy", choices=("drop", "relabel", "review"),
                    help="cleaning policy" + _run_default("policy"))  # fmt: skip
-    p.add_argument("--steps", type=int, help="GAN training steps per arm" + _run_default("steps"))
+    p.add_argument("--steps", type=int, help=f"GAN training steps per arm (default: {STEPS_HELP})")
     p.add_argument("--seeds", type=int, help="training seeds per GAN arm, side by side"
                    + _run_default("seeds"))  # fmt: skip
     p.add_argument("--decisions", metavar="FILE",
@@ -402,7 +403,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from assay.pipeline.stages.base import DetectParams, GenerateParams
+    from assay.pipeline.stages.base import STEPS_HELP, DetectParams, GenerateParams
 
     parser = argparse.ArgumentParser(
         prog="assay",
@@ -478,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gan", help="train the conditional GAN arms and compare them", **fmt)
     _add_run_dir(p, "run folder with cleaned/")
     p.add_argument("--steps", type=int, default=GenerateParams.steps,
-                   help="training steps per arm")  # fmt: skip
+                   help=f"training steps per arm (default: {STEPS_HELP})")  # fmt: skip
     p.add_argument("--seeds", type=int, default=GenerateParams.seeds,
                    help="training seeds per arm, trained side by side")  # fmt: skip
     _add_compute(p)

@@ -78,8 +78,9 @@ class RunConfig(BaseModel):
         Cleaning policy.
     folds : int
         Folds of the out-of-fold classifier used for label-issue detection (2..50).
-    steps : int
-        Training steps of each GAN arm (1..1,000,000).
+    steps : int or None
+        Training steps of each GAN arm (1..1,000,000); ``None`` (the default): chosen for
+        the data and the device (:data:`pipeline.stages.base.STEPS_HELP`).
     seeds : int
         Training seeds per GAN arm, trained side by side; the spread between them is part
         of every GAN metric's uncertainty, so the verdict says "helped" or "hurt" only
@@ -125,7 +126,7 @@ class RunConfig(BaseModel):
     data_docs: bool = False
     policy: Literal["relabel", "drop", "review"] = "relabel"
     folds: int = Field(default=DetectParams.folds, ge=MIN_FOLDS, le=MAX_FOLDS)
-    steps: int = Field(default=GenerateParams.steps, ge=MIN_STEPS, le=MAX_STEPS)
+    steps: int | None = Field(default=GenerateParams.steps, ge=MIN_STEPS, le=MAX_STEPS)
     seeds: int = Field(default=GenerateParams.seeds, ge=1, le=MAX_SEEDS)
     decisions: str | None = None
     device: str = "auto"

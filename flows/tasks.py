@@ -162,7 +162,7 @@ def clean_data(
 # --------------------------------------------------------------------------- generate
 @task(name="compare-gans", cache_key_fn=stage_key("generate"), **_CACHED)
 def generate_compare(
-    *, data_hash: str, issues_hash: str, cleaned_hash: str, steps: int, seeds: int,
+    *, data_hash: str, issues_hash: str, cleaned_hash: str, steps: int | None, seeds: int,
     seed: int, device: str, run_dir: str, progress: bool = False,
     work: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
@@ -185,7 +185,7 @@ def generate_compare(
 
 @task(name="prepare-gans", cache_key_fn=stage_key("generate", part="prepare"), **_CACHED)
 def gan_prepare(
-    *, data_hash: str, issues_hash: str, cleaned_hash: str, steps: int, seeds: int,
+    *, data_hash: str, issues_hash: str, cleaned_hash: str, steps: int | None, seeds: int,
     seed: int, device: str, run_dir: str, work_root: str, progress: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Split off the trusted slice, train the judge, plan the arms -> a work folder.
@@ -206,7 +206,8 @@ def gan_prepare(
 @task(name="train-arm", cache_key_fn=stage_key("generate", part="arm"), **_CACHED)
 def gan_arm(
     *, arm: str, data_hash: str, issues_hash: str, cleaned_hash: str, plan_hash: str,
-    steps: int, seeds: int, seed: int, device: str, run_dir: str, work_root: str, work: str,
+    steps: int | None, seeds: int, seed: int, device: str, run_dir: str, work_root: str,
+    work: str,
     progress: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Train and score one GAN arm (``work`` is the plan's folder) -> a work folder."""

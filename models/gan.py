@@ -20,8 +20,19 @@ grey, RGB or RGBA: only the last layer's channels differ)::
     32 px     4 -> 8 -> 16 -> 32          n_up 3
     64 px     4 -> 8 -> 16 -> 32 -> 64    n_up 4
 
-and the width from the device (:meth:`GANConfig.for_data`: ``width`` 32 on CPU and 64 on
-CUDA; ``z_dim`` 64, 32 up to 16 px on CPU, 128 on CUDA).
+and the width, batch and budget from the device (:meth:`GANConfig.for_data`: ``width`` 32
+on CPU and 64 on CUDA; ``z_dim`` 64, 32 up to 16 px on CPU, 128 on CUDA; batches of 64 on
+CPU and 256 on CUDA, for :data:`DEFAULT_STEPS` steps).
+
+Images up to 16 px on CPU train :data:`SMALL_CPU_STEPS` steps of 128 images at learning
+rate 7e-4 instead: there a step costs mostly fixed per-layer overhead (on one core, 25 ms
+for 64 images of 8x8, 39 ms for 192), so half the steps on twice the batch see the same
+images in 0.6 of the time. On the digits with ``mixed-mild`` dirt (3 arms x 3 seeds) the
+arms' label accuracy went 0.944 / 0.975 / 0.975 -> 0.944 / 0.963 / 0.965, judge-FID 0.96 /
+0.93 / 0.96 -> 1.04 / 0.98 / 1.07 and recall 0.84 / 0.76 / 0.82 -> 0.81 / 0.75 / 0.76, all
+within the seeds' spread (label accuracy ± 0.04 to 0.08, FID ± 1.4), and the whole run
+from 308 s to about 160 s; at the old learning rate 5e-4 label accuracy fell by 4 to 5
+points.
 
 The discriminator mirrors the generator with spectrally normalised stride-2 convolutions,
 a minibatch standard-deviation channel and a last 3x3 convolution, sums that map over
@@ -71,6 +82,12 @@ from assay.models.tensors import ImageBatches, to_uint8
 
 NOISE_MODES = ("sample", "soft")
 AUGMENTATIONS = ("translation", "cutout")
+#: Generator updates per arm when none are asked for (:meth:`GANConfig.for_data`).
+DEFAULT_STEPS = 1500
+#: ... for images up to :data:`SMALL_SIDE` px on CPU, with batches of 128 (module docstring).
+SMALL_CPU_STEPS = 750
+#: Largest side of the images that get the small-image CPU budget.
+SMALL_SIDE = 16
 MIN_SIZE, MAX_SIZE = 8, 64
 
 
@@ -203,9 +220,12 @@ class GANConfig:
         cuda = torch.device(device).type == "cuda" if device not in (None, "auto") else False
         if device in (None, "auto"):
             cuda = torch.cuda.is_available()
-        base = {"width": 64, "batch_size": 256, "z_dim": 128} if cuda else {}
-        if max(chw[1:]) <= 16 and not cuda:
-            base.update(width=32, z_dim=32)
+        base: dict[str, Any] = {"steps": DEFAULT_STEPS}
+        if cuda:
+            base.update(width=64, batch_size=256, z_dim=128)
+        elif max(chw[1:]) <= SMALL_SIDE:
+            base.update(width=32, z_dim=32, batch_size=128, lr_g=7e-4, lr_d=7e-4,
+                        steps=SMALL_CPU_STEPS)  # fmt: skip
         return cls(image_shape=chw, n_classes=int(n_classes), **{**base, **overrides})
 
     def to_dict(self) -> dict[str, Any]:

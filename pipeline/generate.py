@@ -255,7 +255,7 @@ def compare_gans(
     *,
     noise_matrix: np.ndarray | None,
     out_dir: str | Path,
-    steps: int,
+    steps: int | None = None,
     device: str = "auto",
     seed: int = 0,
     seeds: int = SEEDS,
@@ -286,8 +286,10 @@ def compare_gans(
         see :func:`transition_from_noise_matrix`); ``None`` skips ``noise_aware``.
     out_dir : path, keyword-only
         The ``gan/`` folder of the run.
-    steps : int, keyword-only
-        Generator updates per arm.
+    steps : int or None, keyword-only
+        Generator updates per arm; ``None``: :meth:`models.gan.GANConfig.for_data`'s
+        budget for the data and the device (750 steps of 128 images for images up to
+        16 px on CPU, 1,500 otherwise).
     device : {"auto", "cpu", "cuda", "cuda:N"}, keyword-only
     seed : int, keyword-only
         One seed for the split, the judge and the latents; the first training seed.
@@ -335,7 +337,8 @@ def compare_gans(
              "arms_run": [...], "skipped": {arm: reason}, "device", "seed", "steps",
              "files": {...}}
     """
-    steps = check_int("steps", steps, low=MIN_STEPS, high=MAX_STEPS)  # before gan/ exists
+    if steps is not None:  # before gan/ exists
+        steps = check_int("steps", steps, low=MIN_STEPS, high=MAX_STEPS)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic.work_dir(out_dir) as work:
@@ -385,7 +388,7 @@ def prepare_comparison(
     *,
     noise_matrix: np.ndarray | None,
     out_dir: str | Path,
-    steps: int,
+    steps: int | None = None,
     device: str = "auto",
     seed: int = 0,
     seeds: int = SEEDS,
@@ -424,7 +427,8 @@ def prepare_comparison(
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         raise DataError(f"`arms` must be a non-empty subset of {ARMS}. Got {list(arms)} instead.")
-    steps = check_int("steps", steps, low=MIN_STEPS, high=MAX_STEPS)
+    if steps is not None:
+        steps = check_int("steps", steps, low=MIN_STEPS, high=MAX_STEPS)
     if int(seeds) != seeds or seeds < 1:
         raise DataError(f"`seeds` must be a positive integer. Got {seeds!r} instead.")
     _check_pair(dirty, cleaned)
@@ -498,8 +502,9 @@ def prepare_comparison(
         if n_train < 2:
             raise DataError(f"The {arm} arm has {n_train} training images; need 2+.")
 
+    budget = {} if steps is None else {"steps": int(steps)}  # None: the config's default
     config = GANConfig.for_data(
-        dirty.image_shape, k, device=dev, steps=int(steps), seed=seed, **(gan_options or {})
+        dirty.image_shape, k, device=dev, seed=seed, **budget, **(gan_options or {})
     )
     # the same latents for every arm: evaluation set, CAS set and grid columns
     z_rng = torch.Generator().manual_seed(seed + 7)
@@ -536,7 +541,7 @@ def prepare_comparison(
         "device": str(dev),
         "seed": int(seed),
         "train_seeds": [int(seed) + SEED_STRIDE * i for i in range(int(seeds))],
-        "steps": int(steps),
+        "steps": int(config.steps),
         "seconds": time.perf_counter() - t_start,
     }
     atomic.write_json(out_dir / "plan.json", plan)
@@ -559,7 +564,7 @@ def train_arm(
     *,
     plan_dir: str | Path,
     out_dir: str | Path,
-    steps: int,
+    steps: int | None = None,
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
@@ -572,7 +577,7 @@ def train_arm(
     sample grid and the checkpoint. Writes ``metrics.json`` (this arm's metrics: means over
     seeds, the per-seed values and their intervals), ``samples_<arm>.png``, ``grid.npy``,
     ``losses.csv`` (first seed) and ``checkpoints/<arm>.pt`` to ``out_dir``; returns the
-    metrics. ``steps`` and ``seed`` must be the plan's (they are checked).
+    metrics. ``seed`` and ``steps`` (when given) must be the plan's (they are checked).
     """
     import torch
 
@@ -585,7 +590,7 @@ def train_arm(
     plan, arrays = _read_plan(plan_dir)
     if arm not in plan["arms"]:
         raise DataError(f"The plan in {plan_dir} has no arm {arm!r}; it has {plan['arms']}.")
-    if int(steps) != plan["steps"] or int(seed) != plan["seed"]:
+    if (steps is not None and int(steps) != plan["steps"]) or int(seed) != plan["seed"]:
         raise DataError(
             f"The plan in {plan_dir} was made for steps={plan['steps']}, seed={plan['seed']}; "
             f"got steps={steps}, seed={seed}."
@@ -613,7 +618,8 @@ def train_arm(
     )  # fmt: skip
     configs = [
         GANConfig.for_data(
-            dirty.image_shape, k, device=dev, steps=int(steps), seed=s, **plan["gan_options"]
+            dirty.image_shape, k, device=dev, steps=int(plan["steps"]), seed=s,
+            **plan["gan_options"],
         )
         for s in train_seeds
     ]

@@ -10,6 +10,9 @@ import torch
 from sklearn.datasets import load_digits
 
 from assay.models.gan import (
+    DEFAULT_STEPS,
+    SMALL_CPU_STEPS,
+    SMALL_SIDE,
     Discriminator,
     GANConfig,
     GANTrainer,
@@ -67,6 +70,23 @@ def test_config_for_data_and_errors():
         GANConfig(image_shape=(1, 8, 8), n_classes=2, noise_mode="hard")
     with pytest.raises(ValueError, match="`steps` must be an integer >= 1"):
         GANConfig(image_shape=(1, 8, 8), n_classes=2, steps=0)
+
+
+def test_config_budget_follows_image_size_and_device():
+    from assay.pipeline.stages.base import STEPS_HELP
+
+    small = GANConfig.for_data((8, 8), 10, device="cpu")
+    assert (small.steps, small.batch_size, small.lr_g, small.lr_d) == (SMALL_CPU_STEPS, 128,
+                                                                       7e-4, 7e-4)  # fmt: skip
+    edge = GANConfig.for_data((SMALL_SIDE, SMALL_SIDE, 3), 10, device="cpu")
+    assert edge.steps == SMALL_CPU_STEPS
+    mnist = GANConfig.for_data((28, 28), 10, device="cpu")
+    assert (mnist.steps, mnist.batch_size, mnist.lr_g) == (DEFAULT_STEPS, 64, 5e-4)
+    cuda = GANConfig.for_data((8, 8), 10, device="cuda")
+    assert (cuda.steps, cuda.batch_size, cuda.width) == (DEFAULT_STEPS, 256, 64)
+    assert GANConfig.for_data((8, 8), 10, device="cpu", steps=5, batch_size=7).steps == 5
+    assert f"{SMALL_CPU_STEPS} steps of 128" in STEPS_HELP and str(DEFAULT_STEPS) in STEPS_HELP
+    assert f"up to {SMALL_SIDE} px" in STEPS_HELP
 
 
 def test_diff_augment_translates_and_cuts():

@@ -222,6 +222,23 @@ def test_arms_trained_separately_match_compare_gans(digits_pair, tmp_path):
                           out_dir=tmp_path / "y")  # fmt: skip
 
 
+def test_plan_without_steps_takes_the_configs_budget(digits_pair, tmp_path):
+    """steps=None: the plan records the GAN config's budget for the data and the device,
+    and an arm asked for another count is refused."""
+    from assay.models.gan import GANConfig
+    from assay.pipeline.generate import prepare_comparison, train_arm
+
+    dirty, cleaned, issues, nm = digits_pair
+    plan = prepare_comparison(dirty, cleaned, issues, noise_matrix=nm, out_dir=tmp_path / "plan",
+                              steps=None, device="cpu", seed=0, seeds=1, progress=False,
+                              judge_options={"epochs": 1, "min_steps": 10})  # fmt: skip
+    budget = GANConfig.for_data(dirty.image_shape, dirty.n_classes, device="cpu").steps
+    assert plan["steps"] == plan["gan_config"]["steps"] == budget
+    with pytest.raises(DataError, match=f"was made for steps={budget}"):
+        train_arm("dirty", dirty, cleaned, plan_dir=tmp_path / "plan", out_dir=tmp_path / "x",
+                  steps=budget + 1, device="cpu", seed=0, progress=False)  # fmt: skip
+
+
 def test_compare_gans_without_noise_matrix_skips_that_arm(digits_pair, tmp_path):
     dirty, cleaned, issues, _ = digits_pair
     metrics = compare_gans(

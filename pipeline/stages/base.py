@@ -57,18 +57,24 @@ class CleanParams:
     decisions: str | None = None
 
 
+#: What ``steps=None`` means, for help texts.
+STEPS_HELP = "auto: 750 steps of 128 images on CPU for images up to 16 px, 1500 otherwise"
+
+
 @dataclass(frozen=True)
 class GenerateParams:
     """``seeds``: training seeds per arm, trained side by side (their spread is part of
-    every metric's uncertainty)."""
+    every metric's uncertainty). ``steps``: generator updates per arm; ``None`` leaves the
+    budget to the GAN config for the data and the device (:data:`STEPS_HELP`)."""
 
-    steps: int = 1500
+    steps: int | None = None
     seed: int = 0
     device: str = "auto"
     seeds: int = 3
 
     def __post_init__(self) -> None:  # refused before anything is written
-        check_int("steps", self.steps, low=MIN_STEPS, high=MAX_STEPS)
+        if self.steps is not None:
+            check_int("steps", self.steps, low=MIN_STEPS, high=MAX_STEPS)
         check_int("seeds", self.seeds, low=1, high=MAX_SEEDS)
 
 
