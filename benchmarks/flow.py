@@ -60,12 +60,13 @@ def run_once(args: argparse.Namespace, runs_root: Path, data: str) -> dict[str, 
         sys.executable, "-m", "assay.flows.cli", "run",
         "--data", data,
         "--runs-root", str(runs_root),
-        "--steps", str(args.steps),
         "--folds", str(args.folds),
         "--device", args.device,
         "--seed", str(args.seed),
         "--runner", args.runner,
     ]  # fmt: skip
+    if args.steps is not None:  # else the run's own default: chosen for the data and device
+        cmd += ["--steps", str(args.steps)]
     if args.inject:
         cmd += ["--inject", args.inject]
     t0 = time.perf_counter()
@@ -112,11 +113,6 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"MNIST not found at {data}; set ASSAY_MNIST.")
     else:
         data = args.data or "digits"
-    if args.steps is None:
-        sys.path.insert(0, str(REPO))
-        from assay.flows.config import RunConfig
-
-        args.steps = RunConfig().steps
     runs_root = args.runs_root or Path(tempfile.mkdtemp(prefix="assay-bench-"))
     runs_root.mkdir(parents=True, exist_ok=True)
 
@@ -153,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr)
 
-    say(f"data {data}  inject {args.inject or '-'}  steps {args.steps}  folds {args.folds}  "
-        f"runner {args.runner}  device {args.device}")  # fmt: skip
+    say(f"data {data}  inject {args.inject or '-'}  steps {args.steps or 'auto'}  "
+        f"folds {args.folds}  runner {args.runner}  device {args.device}")  # fmt: skip
     say(f"{'':<10}{'wall s':>10}{'flow s':>10}")
     for name, r in (("first", first), ("cached", second)):
         say(f"{name:<10}{r['wall_seconds']:>10.1f}{(r['flow_seconds'] or 0):>10.1f}")

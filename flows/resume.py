@@ -64,8 +64,10 @@ def resume_config(config: RunConfig, given: Mapping[str, Any]) -> RunConfig:
             continue
         was, now = getattr(merged, key), getattr(asked, key)
         if was != now:
+            recorded_value = "default" if was is None else repr(was)
             raise DataError(
-                f"{run_dir}: `{key}` {now!r} differs from the {was!r} this run recorded. "
+                f"{run_dir}: `{key}` {now!r} differs from the {recorded_value} this run "
+                "recorded. "
                 "Resume without it, or start a new run (leave out --run-dir, or name a new "
                 "one)."
             )

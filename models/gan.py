@@ -30,9 +30,9 @@ for 64 images of 8x8, 39 ms for 192), so half the steps on twice the batch see t
 images in 0.6 of the time. On the digits with ``mixed-mild`` dirt (3 arms x 3 seeds) the
 arms' label accuracy went 0.944 / 0.975 / 0.975 -> 0.944 / 0.963 / 0.965, judge-FID 0.96 /
 0.93 / 0.96 -> 1.04 / 0.98 / 1.07 and recall 0.84 / 0.76 / 0.82 -> 0.81 / 0.75 / 0.76, all
-within the seeds' spread (label accuracy ± 0.04 to 0.08, FID ± 1.4), and the whole run
-from 308 s to about 160 s; at the old learning rate 5e-4 label accuracy fell by 4 to 5
-points.
+within the seeds' spread (label accuracy ± 0.04 to 0.08, FID ± 1.4), and the generate
+stage took 173 s instead of 234 s (``benchmarks/flow.py``, back to back); at learning rate
+5e-4 label accuracy fell by 4 to 5 points, at 1e-3 recall fell by 0.05 to 0.06.
 
 The discriminator mirrors the generator with spectrally normalised stride-2 convolutions,
 a minibatch standard-deviation channel and a last 3x3 convolution, sums that map over

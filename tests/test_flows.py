@@ -336,6 +336,17 @@ class TestWiring:
         same = resume_config(RunConfig(run_dir=run_dir, steps=10), {"steps": 10})
         assert same.inject == "labels-10" and same.steps == 10
 
+    def test_resume_names_a_recorded_default(self, baseline, tmp_path):
+        """A run recorded without --steps (the budget left to the GAN config) says so."""
+        run_dir = tmp_path / "defaulted"
+        run_dir.mkdir()
+        info = json.loads((Path(baseline["first"].run_dir) / "run.json").read_text())
+        info["parameters"]["steps"] = None
+        (run_dir / "run.json").write_text(json.dumps(info))
+        with pytest.raises(DataError, match=r"`steps` 750 differs from the default this run"):
+            resume_config(RunConfig(run_dir=run_dir, steps=750), {"steps": 750})
+        assert resume_config(RunConfig(run_dir=run_dir), {}).steps is None
+
     def test_changed_cached_file_is_detected_and_recomputed(
         self, baseline, spies, small_digits, capsys
     ):
