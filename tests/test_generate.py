@@ -12,10 +12,10 @@ from sklearn.datasets import load_digits
 
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
+from assay.pipeline.gan_figures import grid_image
 from assay.pipeline.generate import (
     ARMS,
     compare_gans,
-    grid_image,
     transition_for_training,
     transition_from_noise_matrix,
 )
