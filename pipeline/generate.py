@@ -332,7 +332,8 @@ def prepare_comparison(
     import torch
 
     from assay.models.device import pick_device
-    from assay.models.gan import GANConfig, check_transition
+    from assay.models.gan import GANConfig
+    from assay.models.gan_losses import check_transition
     from assay.models.judge import Judge
     from assay.pipeline import evaluate
 

@@ -17,13 +17,15 @@ from assay.models.gan import (
     GANConfig,
     GANTrainer,
     Generator,
-    check_transition,
     diff_augment,
-    discriminator_loss,
-    generator_loss,
     layout,
     load_generator,
     minibatch_stddev,
+)
+from assay.models.gan_losses import (
+    check_transition,
+    discriminator_loss,
+    generator_loss,
     mode_seeking_loss,
     noisy_cross_entropy,
     noisy_labels,
