@@ -206,3 +206,31 @@ def test_image_size_on_an_array_dataset_is_refused(tmp_path, capsys):
     assert main(["info", "--data", str(path), "--image-size", "16"]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "--image-size" in err and "Traceback" not in err
+
+
+def test_decoded_images_are_spooled_not_held_twice(tmp_path):
+    """The folder's pixels go block by block to the spool file: the Python heap never holds
+    the whole dataset (stacking every decoded image at the end held it twice)."""
+    import tracemalloc
+
+    root = tmp_path / "big"
+    rng = np.random.default_rng(1)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(600):
+            Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(
+                root / c / f"{i:03d}.png", compress_level=0
+            )
+    tracemalloc.start()
+    try:
+        ds = read_image_folder(root, workers=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ds.images.shape == (1200, 48, 48, 3)
+    assert not ds.images.flags.owndata and not ds.images.flags.writeable  # the spool's map
+    assert peak < ds.images.nbytes / 2, (peak, ds.images.nbytes)
+    with Image.open(root / "b" / "599.png") as last:
+        np.testing.assert_array_equal(ds.images[-1], np.asarray(last))
+    saved = io.load(io.save(ds, tmp_path / "saved"))
+    np.testing.assert_array_equal(saved.images, ds.images)

@@ -25,6 +25,9 @@ The manifest keeps, per sample, the file's ``path`` relative to ``root`` and its
 
 Files are decoded in parallel worker processes (``workers``; by default one per usable
 core for folders of a few hundred files and more), with a progress bar on a terminal.
+Each block of decoded images is written to a spool file as it arrives
+(:mod:`pipeline.spool`), and the dataset's images are a read-only memory map of it, so
+a folder larger than memory can be loaded.
 
 A file that Pillow cannot read as an image is skipped with a :class:`DataWarning`, or
 refused with ``strict=True``. Hidden files and folders (name starting with ``.``) are
@@ -38,6 +41,7 @@ import os
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
@@ -51,6 +55,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.formats.common import DataWarning, build_dataset
+from assay.pipeline.spool import ImageSpool
 
 GREY_MODES = frozenset({"1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -138,9 +143,13 @@ def read_image_folder(
 
     n_workers = _n_workers(len(files), workers)
     show = sys.stderr.isatty() if progress is None else bool(progress)
+    not_images: dict[int, str] = {}  # file index -> why it is not an image
     with _pool(n_workers) as pool:
         headers = _map(pool, _read_headers, files, show=show, desc="image headers")
         good = [i for i, h in enumerate(headers) if h.error is None]
+        for i, header in enumerate(headers):
+            if header.error is not None:
+                not_images[i] = _not_an_image(files[i], header.error, root, strict=strict)
         heights = np.array([headers[i].height for i in good], dtype=np.int64)
         widths = np.array([headers[i].width for i in good], dtype=np.int64)
         if image_size is not None:
@@ -151,21 +160,27 @@ def read_image_folder(
             target = (1, 1)  # nothing to decode; the class check below refuses the folder
         colour = any(headers[i].mode not in GREY_MODES for i in good)
         jobs = [(files[i], target, colour, fit) for i in good]
-        decoded = dict(zip(good, _map(pool, _decode, jobs, show=show, desc="images"), strict=True))
-    skipped: list[tuple[Path, str]] = [(p, "not inside a class folder") for p in stray]
-    for i, file in enumerate(files):
-        result = headers[i].error if headers[i].error is not None else decoded[i]
-        if isinstance(result, _Refused):
-            raise DataError(result.message)
-        if isinstance(result, str):
-            if strict:
-                raise DataError(
-                    f"{file}: expected only image files (PNG, JPEG, …) in the class "
-                    f"folders of {root}, but this file {result}. Remove it, or load "
-                    f"without --strict to skip it with a warning."
-                )
-            skipped.append((file, result))
-    keep = [i for i in good if isinstance(decoded[i], np.ndarray)]
+        # Each block of decoded images goes straight to the spool (see pipeline.spool),
+        # in file order: the folder is never held in memory twice.
+        spool = ImageSpool((*target, 3) if colour else target)
+        keep: list[int] = []
+        with spool:
+            decoded = _imap(pool, _decode, jobs, show=show, desc="images")
+            for first, results in decoded:
+                block = []
+                for i, result in zip(good[first : first + len(results)], results, strict=True):
+                    if isinstance(result, _Refused):
+                        raise DataError(result.message)
+                    if isinstance(result, str):
+                        not_images[i] = _not_an_image(files[i], result, root, strict=strict)
+                    else:
+                        block.append(result)
+                        keep.append(i)
+                if block:
+                    spool.append(np.stack(block))
+            images = spool.finish()
+    skipped = [(p, "not inside a class folder") for p in stray]
+    skipped += [(files[i], not_images[i]) for i in sorted(not_images)]
     labels_kept = {file_labels[i] for i in keep}
     for label, class_dir in enumerate(class_dirs):
         if label not in labels_kept:
@@ -219,7 +234,7 @@ def read_image_folder(
         }
     )
     return build_dataset(
-        np.stack([decoded[i] for i in good]),
+        images,
         np.asarray([file_labels[i] for i in good], dtype=np.int64),
         [d.name for d in class_dirs],
         source=str(root),
@@ -265,15 +280,35 @@ def _pool(n_workers: int) -> Any:
 
 def _map(pool: Any, fn: Any, items: list[Any], *, show: bool, desc: str) -> list[Any]:
     """``fn`` over ``items`` in chunks on ``pool``, in order, with a progress bar."""
-    chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
     out: list[Any] = []
+    for _, part in _imap(pool, fn, items, show=show, desc=desc):
+        out += part
+    return out
+
+
+def _imap(
+    pool: Any, fn: Any, items: list[Any], *, show: bool, desc: str
+) -> Iterator[tuple[int, list[Any]]]:
+    """``fn`` over ``items`` in chunks on ``pool``: ``(index of the chunk's first item,
+    its results)`` in order, as they finish, with a progress bar."""
+    chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
     from tqdm.auto import tqdm
 
     with tqdm(total=len(items), desc=desc, unit="file", disable=not show, leave=False) as bar:
-        for part in pool.map(fn, chunks):
-            out += part
+        for k, part in enumerate(pool.map(fn, chunks)):
+            yield k * CHUNK, part
             bar.update(len(part))
-    return out
+
+
+def _not_an_image(file: Path, why: str, root: Path, *, strict: bool) -> str:
+    """``why``, for the skipped list, or (with ``strict``) the refusal."""
+    if strict:
+        raise DataError(
+            f"{file}: expected only image files (PNG, JPEG, …) in the class "
+            f"folders of {root}, but this file {why}. Remove it, or load "
+            f"without --strict to skip it with a warning."
+        )
+    return why
 
 
 def _read_headers(files: list[Path]) -> list[_Header]:
