@@ -3,7 +3,11 @@ small real run folder made by the real stages (built once per test session)."""
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,15 @@ import pytest
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.io import default_mnist_path
 from assay.pipeline.runfolder import RunFolder
+
+# Every test process gets a Prefect home of its own (database, profiles, settings), set
+# before anything imports Prefect: the suite never writes into the user's ~/.prefect nor
+# talks to a server PREFECT_API_URL points at, and parallel workers (pytest -n) never
+# share a database. Tests that need a server start their own.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="assay-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.pop("PREFECT_API_URL", None)
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 
 #: Class names of the real run: digit words, one of them with markup to test escaping.
 REAL_RUN_CLASSES = ("zero", "one", "two", "three", "<b>four</b>", "five", "six", "seven",

@@ -187,3 +187,15 @@ def test_detector_on_clean_digits_flags_almost_nothing(scale):
     result = detect_image_property(_digits(scale), None)
     assert result.table["is_image_property_issue"].mean() <= 0.005
     assert result.table["image_property_score"].between(0, 1).all()
+
+
+@pytest.mark.parametrize(("n_grey", "flagged"), [(3, True), (10, True), (33, False)])
+def test_greyscale_files_are_flagged_only_when_they_are_strays(n_grey, flagged):
+    """3 or 10 greyscale files among 100 are strays; 33 are one of the set's own modes."""
+    from assay.pipeline.detect.image_properties import score_file_properties
+
+    modes = np.array(["L"] * n_grey + ["RGB"] * (100 - n_grey))
+    sizes = np.full(100, 64)
+    scores = score_file_properties(sizes, sizes, modes)["score_grayscale"].to_numpy()
+    assert ((scores[:n_grey] < 0.5).all() if flagged else (scores == 1.0).all())
+    assert (scores[n_grey:] == 1.0).all()

@@ -37,8 +37,14 @@ from an image folder (whose manifest keeps ``original_height``, ``original_width
 odd_size             log of the area, robust z              ``|z|`` above ``k``
 odd_aspect_ratio     log of width / height, robust z        ``|z|`` above ``k``
 grayscale            a greyscale file in a set whose         always (score 0.25)
-                     files are mostly colour
+                     files are colour but for at most
+                     :data:`GREYSCALE_MAX_SHARE` (10 %)
 ===================  =====================================  ==========================
+
+A few greyscale files in a colour set are strays (a scan among photos); when they are a
+sizeable share of the files, greyscale is one of the data's own modes, and flagging them
+would have every cleaning policy drop or review a whole part of the data (the dataset's
+``image_modes`` still say how many there are).
 
 Why not cleanvision: cleanvision's ``Imagelab`` takes a folder of files, a Hugging Face or
 torchvision dataset, and computes its properties one PIL image at a time in Python, which
@@ -68,6 +74,8 @@ KINDS = ("blank", "dark", "light", "low_information", "noisy", "blurry")
 #: Properties of the original files (image folders), see the module docstring.
 FILE_KINDS = ("odd_size", "odd_aspect_ratio", "grayscale")
 FILE_COLUMNS = ("original_height", "original_width", "original_mode")
+#: Greyscale files in a colour set are flagged only when they are at most this share.
+GREYSCALE_MAX_SHARE = 0.10
 _GREY_FILE_MODES = frozenset({"1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 #: Smallest scale (1.4826 * MAD) allowed per measure, in the measure's units.
@@ -250,12 +258,12 @@ def score_file_properties(
     z_area, _, _ = _robust_z(np.log(h * w), 0.1)  # a 10 % change in area at least
     z_aspect, _, _ = _robust_z(np.log(w / h), 0.05)
     grey = np.isin(np.asarray(modes, dtype=str), list(_GREY_FILE_MODES))
-    colour_set = grey.mean() < 0.5 if grey.size else False
+    stray = 0 < grey.mean() <= GREYSCALE_MAX_SHARE if grey.size else False
     return pd.DataFrame(
         {
             "score_odd_size": np.exp2(-np.abs(z_area) / k),
             "score_odd_aspect_ratio": np.exp2(-np.abs(z_aspect) / k),
-            "score_grayscale": np.where(grey & colour_set, 0.25, 1.0),
+            "score_grayscale": np.where(grey & stray, 0.25, 1.0),
         }
     )
 
