@@ -21,6 +21,7 @@ pooling (the features), and a linear layer to the ``K`` logits: 28x28 -> 14 -> 7
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -211,8 +212,17 @@ class Judge:
         dev = self.device
         return pick_device(str(dev) if isinstance(dev, torch.device) else dev)
 
-    def fit(self, images: np.ndarray, labels: np.ndarray) -> Judge:
-        """Train on uint8 ``images (N, H, W[, C])`` and int ``labels (N,)``."""
+    def fit(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        on_epoch: Callable[[int, int], None] | None = None,
+    ) -> Judge:
+        """Train on uint8 ``images (N, H, W[, C])`` and int ``labels (N,)``.
+
+        ``on_epoch(done, epochs)`` is called after every epoch (for progress lines).
+        """
         images = np.asarray(images)
         labels = np.asarray(labels, dtype=np.int64)
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
@@ -248,7 +258,7 @@ class Judge:
         x_dev, y_dev = x_all.to(dev), y_all.to(dev)
         t0 = time.perf_counter()
         net.train()
-        for _ in range(epochs):
+        for epoch in range(epochs):
             perm = torch.randperm(n, generator=gen)
             for i in range(steps_per_epoch):
                 idx = perm[i * batch : (i + 1) * batch].to(dev)
@@ -262,6 +272,8 @@ class Judge:
                 loss.backward()
                 opt.step()
                 sched.step()
+            if on_epoch is not None:
+                on_epoch(epoch + 1, epochs)
         net.eval()
         self.net_ = net
         self.seconds_ = time.perf_counter() - t0

@@ -57,6 +57,7 @@ from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.gan_figures import comparison_png, grid_image, loss_curves_png, png_bytes
 from assay.pipeline.limits import MAX_STEPS, MIN_STEPS, check_int
+from assay.pipeline.progress import Ticker
 from assay.pipeline.progress import say as progress_line
 from assay.pipeline.split import TrustedSplit, stratified_take, trusted_split
 
@@ -363,7 +364,14 @@ def prepare_comparison(
         f"{len(judge_test)} judge-test images held out of every GAN"
     )
     judge = Judge(device=dev, seed=seed, **(judge_options or {}))
-    judge.fit(judge_train.images, judge_train.labels)
+    tickers: list[Ticker] = []  # made at the first epoch, when the judge knows its epochs
+
+    def judge_epoch(done: int, epochs: int) -> None:
+        if not tickers:
+            tickers.append(Ticker("[gan] judge epochs", epochs, enabled=progress, out=say))
+        tickers[0].tick()
+
+    judge.fit(judge_train.images, judge_train.labels, on_epoch=judge_epoch)
     judge_acc = judge.score(judge_test.images, judge_test.labels)
     say(f"[gan] judge trained in {judge.seconds_:.1f}s: held-out accuracy {judge_acc:.3f}")
     _write_model(judge, out_dir / "judge.pt")

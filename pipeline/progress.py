@@ -87,10 +87,19 @@ class Ticker:
     at most every ``every`` seconds, and once when all are done.
 
     A line is said through :func:`say` with the route of the thread that made the
-    ticker, so lines from worker threads reach the same place.
+    ticker, so lines from worker threads reach the same place; or through ``out``
+    when given.
     """
 
-    def __init__(self, what: str, total: int, *, every: float = 15.0, enabled: bool = True):
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        *,
+        every: float = 15.0,
+        enabled: bool = True,
+        out: Callable[[str], None] | None = None,
+    ):
         import threading
         from contextvars import copy_context
 
@@ -100,6 +109,7 @@ class Ticker:
         self._last = 0.0
         self._lock = threading.Lock()
         self._context = copy_context()
+        self._out = out
 
     def tick(self, n: int = 1) -> None:
         with self._lock:
@@ -112,4 +122,4 @@ class Ticker:
             left = time_left(self.done, self.total, now)
             pct = 100.0 * self.done / max(self.total, 1)
             line = f"{self.what} {self.done}/{self.total} ({pct:.0f}%), {format_seconds(now)}"
-            self._context.run(say, line + (f", {left}" if left else ""))
+            self._context.run(self._out or say, line + (f", {left}" if left else ""))

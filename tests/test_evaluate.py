@@ -160,8 +160,12 @@ def test_judge_budget_follows_min_steps_up_to_max_epochs(digits):
     x, y, _, _ = digits
     small = Judge(device="cpu", seed=0, epochs=1, min_steps=40, max_epochs=6).fit(x[:64], y[:64])
     assert (small.epochs_, small.steps_) == (6, 6)  # one batch per pass; capped at 6 passes
-    larger = Judge(device="cpu", seed=0, epochs=1, min_steps=40, max_epochs=6).fit(x[:640], y[:640])
+    seen: list[tuple[int, int]] = []
+    larger = Judge(device="cpu", seed=0, epochs=1, min_steps=40, max_epochs=6).fit(
+        x[:640], y[:640], on_epoch=lambda done, epochs: seen.append((done, epochs))
+    )
     assert (larger.epochs_, larger.steps_) == (4, 40)  # 10 batches per pass reach min_steps
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]  # the progress hook, once per epoch
 
 
 def test_judge_config_is_sized_from_the_image():

@@ -188,7 +188,8 @@ def test_compare_gans_end_to_end(digits_pair, tmp_path):
     for name in ("comparison.png", "loss_curves.png", "losses.json", "judge.pt"):
         assert (out / name).exists(), name
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
-    assert any("judge" in line for line in lines)
+    assert any(line.startswith("[gan] judge epochs") and "(100%)" in line for line in lines)
+    assert any("judge trained" in line for line in lines)
 
 
 def test_arms_trained_separately_match_compare_gans(digits_pair, tmp_path):
