@@ -19,10 +19,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/assay run --data digits --inject mixed-mild
 
-## Lint and the test suite (slow tests included).
+## Lint and the test suite (slow tests included), one test file per worker process
+## (pytest-xdist; at most 4 workers, one per core).
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 ## Headless Chromium for the report's screenshot test (Debian's package, root only).
 browser:
