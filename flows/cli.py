@@ -80,7 +80,8 @@ def _add_image_policy(p: argparse.ArgumentParser, *, defaults: bool = True) -> N
     p.add_argument(
         "--image-fit", dest="image_fit", choices=("pad", "crop"),
         default="pad" if defaults else None,
-        help="keep an image folder's aspect ratios by black padding or centre crop"
+        help="keep an image folder's aspect ratios by padding (in each image's border "
+             "colour) or centre crop"
         + ("" if defaults else _run_default("image_fit")),
     )  # fmt: skip
 

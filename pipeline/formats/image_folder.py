@@ -12,9 +12,13 @@ Every image is brought to one shape, by this policy (recorded in the dataset's `
 - **size**: ``image_size=N`` gives ``N x N`` images; by default the dataset's typical size
   (the median height and the median width of the images), so a folder of one size stays
   exactly as it is. An image of another size is scaled (Lanczos) with its aspect ratio
-  kept, then either padded with black to the target (``fit="pad"``, the default: nothing
-  is cut off) or centre-cropped to it (``fit="crop"``: no borders). Images already at the
-  target size are not resampled;
+  kept, then either padded to the target (``fit="pad"``, the default: nothing is cut off)
+  or centre-cropped to it (``fit="crop"``: no borders). Images already at the target size
+  are not resampled. The padding takes the image's own border colour (the per-channel
+  median of its outermost pixels), so the bands continue the background: black bands
+  would be a high-contrast frame that only the size policy drew, and images of the same
+  aspect ratio would share it, which makes distinct images look alike to the
+  near-duplicate search and puts a "low information" band into every padded image;
 - **mode**: if any image is in colour the dataset is RGB ``(N, H, W, 3)`` and greyscale
   images are repeated over the three channels, otherwise greyscale ``(N, H, W)``. Alpha is
   dropped; CMYK, palette and other colour modes are converted to RGB; 16-bit images
@@ -203,6 +207,7 @@ def read_image_folder(
             "image_size": list(target),
             "chosen": "given" if image_size is not None else "typical (median height, width)",
             "fit": fit,
+            "pad_colour": "the image's border colour (per-channel median)",
             "colour": bool(colour),
             "exif_orientation": True,
             "n_resized": n_resized,
@@ -379,8 +384,26 @@ def _to_8bit(img: Image.Image, file: Path) -> Image.Image:
 
 
 def _fit(img: Image.Image, target: tuple[int, int], fit: str) -> Image.Image:
-    """Scale keeping the aspect ratio, then pad (black) or centre-crop to ``target (H, W)``."""
+    """Scale keeping the aspect ratio, then pad (in the image's border colour) or
+    centre-crop to ``target (H, W)``."""
     th, tw = target
     if fit == "pad":
-        return ImageOps.pad(img, (tw, th), method=Image.Resampling.LANCZOS, color=0)
+        colour = border_colour(np.asarray(img))
+        return ImageOps.pad(img, (tw, th), method=Image.Resampling.LANCZOS, color=colour)
     return ImageOps.fit(img, (tw, th), method=Image.Resampling.LANCZOS)
+
+
+def border_colour(pixels: np.ndarray) -> int | tuple[int, ...]:
+    """Per-channel median of an image's outermost rows and columns, ``(H, W[, C])`` uint8.
+
+    Examples
+    --------
+    >>> img = np.full((4, 5), 200, np.uint8); img[1:3, 1:4] = 0
+    >>> border_colour(img)
+    200
+    """
+    edge = np.concatenate(
+        [pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]], axis=0
+    ).reshape(-1, *pixels.shape[2:])
+    median = np.median(edge, axis=0).round().astype(int)
+    return int(median) if median.ndim == 0 else tuple(int(v) for v in median)
