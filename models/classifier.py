@@ -55,6 +55,7 @@ from torch import nn
 
 from assay.models.device import autocast, pick_device
 from assay.models.tensors import ImageBatches
+from assay.models.threads import stop_point
 
 __all__ = ["Classifier", "ClassifierConfig", "SmallCNN"]
 
@@ -380,6 +381,7 @@ class Classifier:
             order = torch.randperm(n, generator=generator).to(dev)
             running = torch.zeros((), device=dev)
             for step in range(steps_per_epoch):
+                stop_point()
                 stop = n if step == steps_per_epoch - 1 else (step + 1) * batch
                 idx = order[step * batch : stop]
                 if idx.numel() < 2 and n >= 2:

@@ -86,6 +86,7 @@ from assay.models.gan_losses import (
     mode_seeking_loss,
 )
 from assay.models.tensors import ImageBatches, to_uint8
+from assay.models.threads import stop_point
 
 AUGMENTATIONS = ("translation", "cutout")
 #: Generator updates per arm when none are asked for (:meth:`GANConfig.for_data`).
@@ -593,6 +594,7 @@ class GANTrainer:
         t0 = time.perf_counter()
         last_epoch_logged = -1
         for step in range(cfg.steps):
+            stop_point()
             for _ in range(cfg.n_dis):
                 x_real, y_real = next_real()
                 z = torch.randn(batch, cfg.z_dim, device=dev, generator=g_data)

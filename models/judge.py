@@ -33,6 +33,7 @@ from torch import nn
 
 from assay.models.device import autocast, configure_cpu_threads, pick_device, seeded_global_rng
 from assay.models.tensors import to_tensor
+from assay.models.threads import stop_point
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,7 @@ class Judge:
         for epoch in range(epochs):
             perm = torch.randperm(n, generator=gen)
             for i in range(steps_per_epoch):
+                stop_point()
                 idx = perm[i * batch : (i + 1) * batch].to(dev)
                 xb = _shift(x_dev[idx], cfg.shift, gen)
                 with autocast(dev):

@@ -505,6 +505,7 @@ def train_arm(
     from assay.models.device import pick_device
     from assay.models.gan import GANConfig
     from assay.models.judge import Judge
+    from assay.models.threads import side_by_side
     from assay.pipeline import evaluate
 
     plan_dir, out_dir = Path(plan_dir), Path(out_dir)
@@ -677,28 +678,6 @@ class _ArmJob:
             np.save(buf, grid, allow_pickle=False)
             atomic.write_bytes(self.out_dir / "grid.npy", buf.getvalue())
         return _SeedResult(trainer, scores)
-
-
-def side_by_side(jobs: list[Callable[[], Any]]) -> list[Any]:
-    """Run ``jobs`` at the same time in threads (one torch CPU thread each); results in order.
-
-    One job runs in the calling thread, with the threads it was given.
-    """
-    import contextvars
-    from concurrent.futures import ThreadPoolExecutor
-
-    from assay.models.device import cpu_thread_limit
-
-    if len(jobs) == 1:
-        return [jobs[0]()]
-
-    def one_thread(job: Callable[[], Any]) -> Any:
-        with cpu_thread_limit(1):
-            return job()
-
-    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="gan-seed") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, one_thread, j) for j in jobs]
-        return [f.result() for f in futures]
 
 
 def finish_comparison(

@@ -674,6 +674,17 @@ def test_broken_pipe_is_quiet(tmp_path):
     assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
 
 
+def _read_until(proc: subprocess.Popen, marker: bytes) -> list[bytes]:
+    """The output lines of ``proc`` up to the first one containing ``marker``."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            return seen
+    proc.wait()
+    pytest.fail(f"no line with {marker!r}:\n" + b"".join(seen).decode())
+
+
 def test_sigterm_during_detect_leaves_no_temp(tmp_path):
     """SIGTERM wherever it lands (in a fold's thread pool, while writing, after the work):
     exit 143, one line, no temporary file, the input unchanged."""
@@ -686,14 +697,7 @@ def test_sigterm_during_detect_leaves_no_temp(tmp_path):
         stderr=subprocess.STDOUT,  # progress lines may go to either stream
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    seen = []
-    for line in proc.stdout:  # signal in the middle of detection, while the CNN trains
-        seen.append(line)
-        if b"[detect] cnn" in line:
-            break
-    else:
-        proc.wait()
-        pytest.fail("no '[detect] cnn' progress line:\n" + b"".join(seen).decode())
+    seen = _read_until(proc, b"[detect] cnn")  # in the middle of detection: the CNN trains
     proc.send_signal(signal.SIGTERM)
     out = (b"".join(seen) + proc.stdout.read()).decode()
     proc.wait(timeout=120)
@@ -706,6 +710,39 @@ def test_sigterm_during_detect_leaves_no_temp(tmp_path):
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or ".old-" in p.name]
     assert leftovers == []
     assert hashlib.sha256((tmp_path / "good.npz").read_bytes()).hexdigest() == before
+
+
+@pytest.mark.slow
+def test_sigterm_during_gan_training_ends_the_run_promptly(tmp_path):
+    """SIGTERM while the GAN's seeds train side by side in threads: the run ends within
+    seconds with 143 and one line, not after the arm's 200,000 steps."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    data = tmp_path / "digits.npz"
+    np.savez(data, images=np.round(digits.images[:300] * 255 / 16).astype(np.uint8),
+             labels=digits.target[:300])  # fmt: skip
+    proc = subprocess.Popen(
+        _cli("run", "--data", str(data), "--run-dir", str(tmp_path / "run"), "--folds", "2",
+             "--steps", "200000", "--seeds", "2", "--device", "cpu"),  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    seen = _read_until(proc, b"training 200000 steps")
+    time.sleep(1.0)  # both seeds are inside their step loops
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+    out = (b"".join(seen) + rest).decode()
+    assert proc.returncode == 143, out
+    assert time.monotonic() - t0 < 60
+    assert "Traceback" not in out, out
+    said = [line for line in out.splitlines() if line.startswith("assay:")]
+    assert said == ["assay: terminated; finished stages are kept and a re-run resumes."], said
 
 
 @pytest.mark.slow

@@ -265,20 +265,14 @@ def _run_folds(
     """
     if not cpu:
         return [_fit_fold(**job) for job in jobs]
-    from concurrent.futures import ThreadPoolExecutor
+    from assay.models.threads import side_by_side
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if workers <= 1:
-            return [_fit_fold(**job) for job in jobs]
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            return list(pool.map(lambda job: _fit_fold(**job), jobs))
-        finally:
-            # interrupted (Ctrl+C, SIGTERM): the folds that have not started are dropped
-            # instead of trained before the command can stop
-            pool.shutdown(wait=True, cancel_futures=True)
+        # interrupted (Ctrl+C, SIGTERM): the running folds stop at their next step and
+        # the ones not begun are dropped, instead of trained before the command can stop
+        return side_by_side([lambda job=job: _fit_fold(**job) for job in jobs], workers=workers)
     finally:
         torch.set_num_threads(threads)
 
