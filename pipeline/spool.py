@@ -13,19 +13,27 @@ lives in ``$TMPDIR`` (point ``TMPDIR`` at a disk, not a RAM-backed ``/tmp``, for
 larger than memory), and disappears with the last reference to the map, also when the
 process is killed.
 
-Readers of formats whose pixels arrive as one array (IDX, ``.npz``, ``.csv``) do not spool:
-they read that array straight into its final place once, and the snapshot is written from
-it block by block.
+Readers of formats whose uint8 pixels arrive as one stream of bytes (IDX files, gzipped
+or not; uint8 arrays in an ``.npz``) spool it too, with :meth:`ImageSpool.read_from`, a
+block of :data:`BLOCK_BYTES` at a time. Other ``.npz`` dtypes (which are converted to
+uint8 with the whole array's range) and ``.csv`` files are read whole.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
+from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["ImageSpool"]
+from assay.pipeline.chunks import chunk_slices
+
+__all__ = ["BLOCK_BYTES", "ImageSpool", "stack_blocks"]
+
+#: Bytes read per block by :meth:`ImageSpool.read_from` (a stream may hold a few times
+#: that while it reads one block, e.g. a zip member).
+BLOCK_BYTES = 1 << 20
 
 
 class ImageSpool:
@@ -68,6 +76,35 @@ class ImageSpool:
         self._file.write(np.ascontiguousarray(block).data)
         self.n += block.shape[0]
 
+    def read_from(self, stream: BinaryIO, n_images: int) -> int:
+        """Append up to ``n_images`` images read from the binary ``stream`` (raw uint8
+        pixels, image after image, row-major), :data:`BLOCK_BYTES` at a time.
+
+        Returns the number of bytes read, at most ``n_images`` images' worth: fewer when
+        the stream ends first (a trailing partial image is read but not appended).
+        """
+        if self._file.closed:
+            raise ValueError("this spool is finished; start a new one to append images.")
+        row = self._row_bytes
+        buf = memoryview(bytearray(max(1, BLOCK_BYTES // row) * row))
+        remaining, total = int(n_images) * row, 0
+        while remaining:
+            want = min(len(buf), remaining)
+            got = 0
+            while got < want:
+                k = stream.readinto(buf[got:want])
+                if not k:
+                    break
+                got += k
+            whole = got - got % row
+            self._file.write(buf[:whole])
+            self.n += whole // row
+            total += got
+            remaining -= got
+            if got < want:
+                break
+        return total
+
     def finish(self) -> np.ndarray:
         """The spooled images, ``(N, *image_shape)``, memory-mapped read-only.
 
@@ -92,3 +129,13 @@ class ImageSpool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def stack_blocks(arrays: list[np.ndarray]) -> np.ndarray:
+    """Join same-shaped uint8 image arrays (memory maps included) along the first axis
+    into a new spool, a block at a time; the read-only map of the result."""
+    with ImageSpool(arrays[0].shape[1:]) as spool:
+        for arr in arrays:
+            for rows in chunk_slices(len(arr)):
+                spool.append(arr[rows])
+        return spool.finish()

@@ -118,7 +118,75 @@ def test_idx_round_trip(tmp_path, small_arrays, gz):
     np.testing.assert_array_equal(ds.sample_ids, np.arange(12))
     assert ds.class_names == ("0", "1", "2", "3")
     assert ds.meta["format"] == "idx"
-    assert ds.images.flags.writeable
+    assert not ds.images.flags.owndata and not ds.images.flags.writeable  # the spool's map
+
+
+def _write_big(root: Path, layout: str, images: np.ndarray, labels: np.ndarray) -> Path:
+    """``images`` and ``labels`` written in one of the layouts that stream."""
+    if layout.startswith("idx"):
+        write_idx(root / "idx", images, labels, gz=layout == "idx-gz")
+        return root / "idx"
+    path = root / "big.npz"
+    if layout == "npz":
+        np.savez(path, images=images, labels=labels)
+    elif layout == "npz-compressed-flat":
+        np.savez_compressed(path, x=images.reshape(len(images), -1), y=labels)
+    elif layout == "npz-keras":
+        half = len(images) // 2
+        np.savez(path, x_train=images[:half, ..., None], y_train=labels[:half],
+                 x_test=images[half:, ..., None], y_test=labels[half:])  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("layout", ["idx", "idx-gz", "npz", "npz-compressed-flat", "npz-keras"])
+def test_uint8_pixels_are_streamed_not_held(tmp_path, layout):
+    """IDX and uint8 .npz pixels go to a spool block by block: the Python heap never holds
+    the whole dataset, and what loads equals what was written."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20_000, 28, 28), dtype=np.uint8)  # 15.7 MB
+    labels = np.arange(20_000) % 10
+    path = _write_big(tmp_path, layout, images, labels)
+    tracemalloc.start()
+    try:
+        ds = load(str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not ds.images.flags.owndata and not ds.images.flags.writeable  # the spool's map
+    assert peak < images.nbytes / 2, (peak, images.nbytes)
+    np.testing.assert_array_equal(ds.images, images)
+    np.testing.assert_array_equal(ds.labels, labels)
+    saved = load(save(ds, tmp_path / "saved"))
+    np.testing.assert_array_equal(saved.images, images)
+
+
+def test_npz_of_other_dtypes_is_still_read_whole_and_converted(tmp_path):
+    images = np.random.default_rng(0).random((30, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "f.npz", images=images, labels=np.arange(30) % 3)
+    ds = load(str(tmp_path / "f.npz"))
+    np.testing.assert_array_equal(ds.images, np.rint(images * 255).astype(np.uint8))
+    assert ds.meta["scaled_from_unit_range"]
+
+
+def test_npz_with_truncated_image_data_is_refused(tmp_path):
+    """A member whose data ends before its header's shape: a DataError naming the file."""
+    import io as stdio
+    import zipfile
+
+    def npy(arr: np.ndarray) -> bytes:
+        buf = stdio.BytesIO()
+        np.save(buf, arr)
+        return buf.getvalue()
+
+    data = npy(np.zeros((50, 8, 8), np.uint8))
+    path = tmp_path / "short.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("images.npy", data[: len(data) - 100])
+        archive.writestr("labels.npy", npy(np.zeros(50, np.int64)))
+    with pytest.raises(DataError, match="short.npz"):
+        load(str(path))
 
 
 def test_idx_single_file_spec_loads_its_pair(tmp_path, small_arrays):

@@ -2,9 +2,9 @@
 
 An IDX file is a 4-byte big-endian magic number (``0x00000803`` = 2051 for 3-D unsigned
 byte images, ``0x00000801`` = 2049 for 1-D unsigned byte labels), one big-endian uint32 per
-dimension, then the raw bytes. Files may be gzip-compressed. The pixels are read straight
-into their final array (no intermediate copy), so loading MNIST's 10,000 test images takes
-a few tens of milliseconds.
+dimension, then the raw bytes. Files may be gzip-compressed. The pixels are read a block at
+a time into a temporary file that the dataset then maps (:mod:`pipeline.spool`), so an IDX
+set larger than memory loads; several pairs (``train`` + ``t10k``) are joined the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.formats.common import build_dataset
 from assay.pipeline.limits import check_image_shape
+from assay.pipeline.spool import ImageSpool, stack_blocks
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -182,16 +183,24 @@ def _read_stream(
             f"{header}-byte header, but {holds}. The file is truncated or its header is wrong."
         )
     if what == "images":
+        # spooled to a temporary file and mapped (pipeline.spool): the pixels are never
+        # all in memory
         check_image_shape(dims, source=str(path))
-    out = np.empty(dims, dtype=np.uint8)
-    view = memoryview(out).cast("B") if out.size else memoryview(bytearray())
-    got = 0
-    while got < want:
-        n = fh.readinto(view[got : got + CHUNK])
-        if not n:
-            break
-        got += n
-    extra = len(fh.read()) if got == want else 0
+        with ImageSpool(dims[1:]) as spool:
+            got = spool.read_from(fh, dims[0])
+            extra = _rest(fh) if got == want else 0
+            if got == want and not extra:
+                return spool.finish()
+    else:
+        out = np.empty(dims, dtype=np.uint8)
+        view = memoryview(out).cast("B") if out.size else memoryview(bytearray())
+        got = 0
+        while got < want:
+            n = fh.readinto(view[got : got + CHUNK])
+            if not n:
+                break
+            got += n
+        extra = _rest(fh) if got == want else 0
     if got != want or extra:
         raise DataError(
             f"{path}: the IDX header says {shape} = {want:,} bytes of {what} follow the "
@@ -199,6 +208,14 @@ def _read_stream(
             f"or its header is wrong."
         )
     return out
+
+
+def _rest(fh: BinaryIO) -> int:
+    """Bytes left in ``fh`` (read and counted a piece at a time)."""
+    n = 0
+    while piece := fh.read(CHUNK):
+        n += len(piece)
+    return n
 
 
 def read_idx_pairs(pairs: list[tuple[str, Path, Path]], *, source: str) -> Dataset:
@@ -231,7 +248,7 @@ def read_idx_pairs(pairs: list[tuple[str, Path, Path]], *, source: str) -> Datas
     if len(pairs) > 1:
         split = np.repeat([p["split"] for p in parts], [p["n"] for p in parts])
         columns = pd.DataFrame({"split": split})
-        all_images = np.concatenate(images)
+        all_images = stack_blocks(images)
         all_labels = np.concatenate(labels)
     else:
         all_images, all_labels = images[0], labels[0]

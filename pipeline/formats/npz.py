@@ -6,6 +6,8 @@ present, recorded in a ``split`` column). Optional keys: ``class_names`` (K stri
 ``sample_ids`` (N unique integers). Images may be flat ``(N, D)`` with D a perfect
 square, ``(N, H, W)``, or ``(N, H, W, C)``; a trailing channel of size 1 is dropped.
 The archive is read with ``allow_pickle=False``: an array that needs pickle is refused.
+uint8 images are streamed out of the archive into a memory-mapped temporary file
+(:mod:`pipeline.spool`); other dtypes are read whole, then converted to uint8.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pandas as pd
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.formats.common import build_dataset
+from assay.pipeline.spool import ImageSpool, stack_blocks
 
 KEY_PAIRS = (("images", "labels"), ("x", "y"), ("x_train", "y_train"))
 
@@ -59,13 +62,7 @@ def _check_archive(fh: BinaryIO, path: Path) -> None:
                 if not info.filename.endswith(".npy"):
                     continue
                 with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    read_header = (
-                        np.lib.format.read_array_header_1_0
-                        if version == (1, 0)
-                        else np.lib.format.read_array_header_2_0
-                    )
-                    shape, _, dtype = read_header(member)
+                    shape, _, dtype = _read_header(member)
                 claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
                 if claimed > info.file_size:
                     raise DataError(
@@ -115,12 +112,11 @@ def _read_npz(fh: BinaryIO, path: Path) -> Dataset:
                 f"{sorted(archive.files)}."
             )
         meta: dict = {"keys": {"images": pair[0], "labels": pair[1]}}
-        images = _get(archive, pair[0], path)
+        images = _images(archive, pair[0], path)
         labels = _get(archive, pair[1], path)
-        images = _as_images(images, path, pair[0])
         columns = None
         if pair[0].lower() == "x_train" and "x_test" in keys and "y_test" in keys:
-            test_images = _as_images(_get(archive, keys["x_test"], path), path, keys["x_test"])
+            test_images = _images(archive, keys["x_test"], path)
             test_labels = _get(archive, keys["y_test"], path)
             if test_images.shape[1:] != images.shape[1:]:
                 raise DataError(
@@ -139,7 +135,11 @@ def _read_npz(fh: BinaryIO, path: Path) -> Dataset:
                     f"images but '{pair[1]}' has {len(labels)} labels."
                 )
             n_train, n_test = len(images), len(test_images)
-            images = np.concatenate([images, test_images])
+            images = (
+                stack_blocks([images, test_images])
+                if images.dtype == test_images.dtype == np.uint8
+                else np.concatenate([images, test_images])
+            )
             labels = np.concatenate([labels, test_labels])
             meta["keys"].update(test_images=keys["x_test"], test_labels=keys["y_test"])
             meta["splits"] = {"train": n_train, "test": n_test}
@@ -196,22 +196,65 @@ def _needs_pickle(path: Path, key: str | None) -> DataError:
     )
 
 
-def _as_images(arr: np.ndarray, path: Path, key: str) -> np.ndarray:
-    """Bring ``(N, D)``, ``(N, H, W)`` or ``(N, H, W, C)`` to (N, H, W[, C]), dropping C=1."""
-    if arr.ndim == 2:
-        side = math.isqrt(arr.shape[1])
-        if side * side != arr.shape[1] or side == 0:
+def _read_header(member: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` stream ``member``, which is left
+    at the first byte of the data."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    return np.lib.format.read_array_header_2_0(member)
+
+
+def _images(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    """The images under ``key``, as ``(N, H, W[, C])``.
+
+    A C-ordered uint8 array is streamed out of the archive into a spool, a block at a
+    time (:mod:`pipeline.spool`), so an archive larger than memory loads. Other dtypes are
+    read whole: their conversion to uint8 depends on the whole array's range.
+    """
+    name = key + ".npy" if key + ".npy" in archive.zip.namelist() else key
+    try:
+        with archive.zip.open(name) as member:
+            shape, fortran, dtype = _read_header(member)
+            if dtype == np.uint8 and not fortran and len(shape) in (2, 3, 4) and min(shape) > 0:
+                with ImageSpool(_image_shape(shape, path, key)) as spool:
+                    want = int(np.prod(shape, dtype=object))
+                    if spool.read_from(member, shape[0]) != want:
+                        raise DataError(
+                            f"{path}: array '{key}' claims shape {shape} but its data ends "
+                            f"early; the archive is truncated or corrupt."
+                        )
+                    return spool.finish()
+    except DataError:
+        raise
+    except ValueError:
+        pass  # a header numpy reads only in full (format 3.0): read it the usual way
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+        raise DataError(
+            f"{path}: array '{key}' could not be read; the archive is truncated or corrupt ({exc})."
+        ) from exc
+    arr = _get(archive, key, path)
+    target = _image_shape(arr.shape, path, key)
+    return arr.reshape(arr.shape[0], *target)
+
+
+def _image_shape(shape: tuple[int, ...], path: Path, key: str) -> tuple[int, ...]:
+    """The image shape ``(H, W[, C])`` of an array of ``shape`` ``(N, D)``, ``(N, H, W)`` or
+    ``(N, H, W, C)``: flat square images unfolded, a channel of size 1 dropped."""
+    if len(shape) == 2:
+        side = math.isqrt(shape[1])
+        if side * side != shape[1] or side == 0:
             raise DataError(
-                f"{path}: '{key}' holds flat images of {arr.shape[1]} values, which is not a "
+                f"{path}: '{key}' holds flat images of {shape[1]} values, which is not a "
                 f"square number; expected (N, H, W), (N, H, W, C), or (N, H*H) for square "
                 f"images."
             )
-        return arr.reshape(arr.shape[0], side, side)
-    if arr.ndim == 4 and arr.shape[3] == 1:
-        return arr[..., 0]
-    if arr.ndim not in (3, 4):
+        return (side, side)
+    if len(shape) == 4 and shape[3] == 1:
+        return tuple(shape[1:3])
+    if len(shape) not in (3, 4):
         raise DataError(
             f"{path}: '{key}' must hold images of shape (N, H, W) or (N, H, W, C). Found "
-            f"shape {arr.shape}."
+            f"shape {shape}."
         )
-    return arr
+    return tuple(shape[1:])
