@@ -5,7 +5,9 @@ Each scenario injects dirt into a clean dataset with :func:`pipeline.inject.inje
 detector) and scores the result against :func:`pipeline.inject.ground_truth`:
 
 - label issues: precision / recall / F1 of ``is_label_issue`` against injected label
-  noise, over the samples that are either clean or only relabelled;
+  noise, over the samples that are either clean or only relabelled; where odd images are
+  mixed in, also precision and F1 over every sample (``label_*_counting_odd``: an odd
+  image reported as a label issue is a false positive);
 - outliers: AUROC and AUPRC of ``outlier_score`` and of ``vae_score`` (lower score = more
   outlying) against injected image corruptions + out-of-distribution images, over the
   clean and corrupted samples; the same for every single source and every way of
@@ -47,7 +49,13 @@ luminance), pad it to 32x32 for ``colour32-*`` (or, for ``colour64-*``, takes it
 3,000 images and enlarges them to 64x64, bilinear), write it as an image folder of RGB PNGs
 (one folder per class) and load that folder with :func:`pipeline.io.load`, as a user's
 folder would be; the dirt is 10 % label noise plus 3 % corrupted or out-of-distribution
-images (spread over the kinds of ``corrupt-5``).
+images (spread over the kinds of ``corrupt-5``). There an ``inverted`` image is not odd:
+paper and ink are drawn independently and uniformly and the contrast rule is symmetric,
+so the inverse of a recoloured digit (``1 - paper``, ``1 - ink``) is drawn from exactly
+the same distribution as the others. Such kinds (a scenario's ``in_distribution``) are
+still injected, but the outlier figures leave them out of both the positives and the
+negatives; ``outlier_auroc_by_kind`` gives every injected kind's AUROC against the clean
+images, theirs included, and ``outlier_auroc_all_kinds`` the AUROC counting them as odd.
 
 On the unmodified MNIST test set (``mnist-clean``) the record also says how the detection
 does on the test set's own label errors: the 15 that Northcutt et al. (2021, "Pervasive
@@ -88,6 +96,13 @@ class Scenario:
     data: str  # "digits", "mnist", "mnist-colour" (28x28 RGB folder), "colour32", "colour64"
     preset: str | dict[str, float]  # an injection preset of pipeline.inject.PRESETS or fields
     targets: dict[str, float]
+    #: injected kinds that leave an image inside the data's distribution (module docstring)
+    in_distribution: tuple[str, ...] = ()
+
+
+#: Class-pair label noise over 8 of the 10 digits, each flipped to its look-alike and
+#: back: at ``label_noise = 0.20`` of all samples, a quarter of each of the 8 classes.
+PAIRS_8 = ((1, 7), (7, 1), (3, 5), (5, 3), (4, 9), (9, 4), (2, 8), (8, 2))
 
 
 def _labels_and_odd(labels: float, odd: float) -> dict[str, float]:
@@ -118,6 +133,11 @@ SCENARIOS: dict[str, Scenario] = {
                   "confirmed_errors_flagged": 12, "near_duplicate_flags": 2}),  # fmt: skip
         Scenario("mnist-labels-20", "mnist", "labels-20", {"label_f1": 0.95}),
         Scenario("mnist-labels-50", "mnist", "labels-50", {"label_f1": 0.90}),
+        Scenario("mnist-labels-20-odd-4", "mnist", _labels_and_odd(0.20, 0.04),
+                 {"label_f1_counting_odd": 0.97}),  # fmt: skip
+        Scenario("mnist-pairs-25-odd-4", "mnist",
+                 {**_labels_and_odd(0.20, 0.04), "label_noise_mode": "asymmetric",
+                  "pairs": PAIRS_8}, {"label_f1_counting_odd": 0.97}),  # fmt: skip
         Scenario(
             "mnist-corrupt-5",
             "mnist",
@@ -132,10 +152,11 @@ SCENARIOS: dict[str, Scenario] = {
              "near_duplicate_precision": 0.95},
         ),  # fmt: skip
         Scenario("mnist-colour-mixed", "mnist-colour", _labels_and_odd(0.10, 0.03),
-                 {"label_f1": 0.95, "outlier_auroc": 0.98}),  # fmt: skip
+                 {"label_f1": 0.95, "outlier_auroc": 0.98}, ("inverted",)),  # fmt: skip
         Scenario("colour32-mixed", "colour32", _labels_and_odd(0.10, 0.03),
-                 {"label_f1": 0.90, "outlier_auroc": 0.97}),  # fmt: skip
-        Scenario("colour64-mixed", "colour64", _labels_and_odd(0.10, 0.03), {}),
+                 {"label_f1": 0.90, "outlier_auroc": 0.97}, ("inverted",)),  # fmt: skip
+        Scenario("colour64-mixed", "colour64", _labels_and_odd(0.10, 0.03), {},
+                 ("inverted",)),  # fmt: skip
     )
 }
 
@@ -205,9 +226,16 @@ def baselines(images: np.ndarray, *, seed: int) -> dict[str, np.ndarray]:
 
 
 def evaluate(
-    dataset: Any, issues: pd.DataFrame, result: Any, *, seed: int = 0, with_baselines: bool = True
+    dataset: Any,
+    issues: pd.DataFrame,
+    result: Any,
+    *,
+    seed: int = 0,
+    with_baselines: bool = True,
+    in_distribution: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Every metric of the module docstring for one detection run."""
+    """Every metric of the module docstring for one detection run; injected kinds in
+    ``in_distribution`` are left out of the outlier figures (but reported by kind)."""
     from assay.pipeline import artifacts
     from assay.pipeline.detect.combine import COMBINATIONS, OUTLIER_SOURCES, combine_outlier_scores
     from assay.pipeline.inject import CORRUPTED_KINDS, ground_truth
@@ -231,14 +259,26 @@ def evaluate(
         noisy = (kind == "label_noise")[label_mask]
         m = prf(issues["is_label_issue"].to_numpy()[label_mask], noisy)
         out.update({f"label_{k}": v for k, v in m.items()})
+        if not label_mask.all():  # odd images reported as label issues count against it
+            m = prf(issues["is_label_issue"].to_numpy(), kind == "label_noise")
+            out.update({f"label_{k}_counting_odd": m[k] for k in ("precision", "f1")})
         if oof is not None:
             rules = label_rules(dataset.labels, oof.pred_probs, label_mask, noisy)
             out["label_f1_by_filter"] = rules
 
-    corrupted = np.isin(kind, list(CORRUPTED_KINDS))
+    injected_odd = np.isin(kind, list(CORRUPTED_KINDS))
+    corrupted = injected_odd & ~np.isin(kind, list(in_distribution))
     if corrupted.any():
         mask = corrupted | (kind == "clean")
         truth = corrupted[mask]
+        score = issues["outlier_score"].to_numpy()
+        out["outlier_auroc_by_kind"] = {}
+        for k in sorted(set(kind[injected_odd])):
+            sel = (kind == k) | (kind == "clean")
+            out["outlier_auroc_by_kind"][k] = ranking(score[sel], (kind == k)[sel])["auroc"]
+        if in_distribution:
+            every = injected_odd | (kind == "clean")
+            out["outlier_auroc_all_kinds"] = ranking(score[every], injected_odd[every])["auroc"]
         for col in ("outlier_score", "vae_score", "knn_outlier_score", "image_property_score"):
             if col in issues:
                 r = ranking(issues[col].to_numpy()[mask], truth)
@@ -262,7 +302,7 @@ def evaluate(
             out["baselines"] = {name: ranking(s[mask], truth) for name, s in base.items()}
         out["outlier_recall_by_kind"] = {
             k: round(float(issues["is_outlier"].to_numpy()[kind == k].mean()), 4)
-            for k in sorted(set(kind[corrupted]))
+            for k in sorted(set(kind[injected_odd]))
         }
 
     dup_kinds = {"exact_duplicate": "is_exact_duplicate", "near_duplicate": "is_near_duplicate"}
@@ -378,7 +418,10 @@ def run_scenario(
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     record: dict[str, Any] = {"scenario": scenario.name, "data": scenario.data,
                               "preset": scenario.preset, "seed": seed}  # fmt: skip
-    record.update(evaluate(dirty, result.issues, result, seed=seed))
+    record.update(evaluate(dirty, result.issues, result, seed=seed,
+                           in_distribution=scenario.in_distribution))  # fmt: skip
+    if scenario.in_distribution:
+        record["in_distribution"] = list(scenario.in_distribution)
     if scenario.data == "mnist" and scenario.preset == "none":
         record.update(confirmed_errors(dirty, result.issues))
     record["seconds"] = round(seconds, 1)
