@@ -120,6 +120,26 @@ def test_label_issues_find_flipped_labels_and_the_transition_matrix():
     assert t[1, 2] == pytest.approx(2 / 50, abs=0.02)
 
 
+def test_label_issues_flag_flipped_labels_before_images_no_class_explains():
+    """The calibrated count is filled by the lowest normalized margin: a flipped label (the
+    classifier is sure of another class) goes before an odd image whose probabilities are
+    spread over every class, although the odd image has the lower self-confidence."""
+    k = 10
+    true = np.repeat(np.arange(k), 30)
+    given = true.copy()
+    probs = _probs_for(true, k, confidence=0.95)
+    flipped, odd = np.array([0, 30, 60]), np.array([90, 120, 150])
+    given[flipped] = (true[flipped] + 1) % k
+    probs[flipped] = 0.04 / (k - 1)
+    probs[flipped, true[flipped]] = 0.96  # given label: 0.0044
+    probs[odd] = (1 - 0.002 - 0.2) / (k - 2)
+    probs[odd, true[odd]] = 0.002  # the lowest self-confidence of all
+    probs[odd, (true[odd] + 5) % k] = 0.2  # no class above its confident threshold
+    out = label_issues(given, probs)
+    assert out["score"][odd].max() < out["score"][flipped].min()  # label_score: self-confidence
+    assert set(np.flatnonzero(out["is_issue"])) == set(flipped)
+
+
 def test_label_issues_with_an_absent_class_keep_its_identity_row():
     true = np.repeat([0, 2], 30)
     out = label_issues(true, _probs_for(true, 3))

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from cleanlab.experimental.label_issues_batched import LabelInspector
+from cleanlab.rank import get_label_quality_scores
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.model_selection import cross_val_predict
 
@@ -43,12 +44,13 @@ def test_batched_label_issues_match_the_in_memory_path(monkeypatch, preset):
     # Scores, suggestions and the transition matrix are the same tables.
     for key in ("score", "suggested", "confidence", "noise_matrix", "prior"):
         np.testing.assert_array_equal(batched[key], in_memory[key])
-    # The flags: the same ranking (lowest self-confidence first), cut at cleanlab's batched
-    # estimate of the count, minus samples whose given label is the predicted class.
+    # The flags: the same ranking (lowest normalized margin first), cut at cleanlab's
+    # batched estimate of the count, minus samples whose given label is the predicted class.
     inspector = LabelInspector(
         num_class=10,
         verbose=False,
         n_jobs=1,
+        quality_score_kwargs={"method": label_module.SELECT_BY},
         num_issue_kwargs={"estimation_method": "off_diagonal_calibrated"},
     )
     inspector.update_confident_thresholds(dirty.labels, probs)
@@ -57,7 +59,8 @@ def test_batched_label_issues_match_the_in_memory_path(monkeypatch, preset):
     n_memory = int(in_memory["is_issue"].sum())
     assert abs(n_batched - n_memory) <= max(1, len(dirty) // 200)
     expected = np.zeros(len(dirty), dtype=bool)
-    expected[np.argsort(in_memory["score"], kind="stable")[:n_batched]] = True
+    margin = get_label_quality_scores(dirty.labels, probs, method=label_module.SELECT_BY)
+    expected[np.argsort(margin, kind="stable")[:n_batched]] = True
     expected &= probs.argmax(axis=1) != dirty.labels
     assert batched["is_issue"].tolist() == expected.tolist()
     # Which is why both paths find the injected noise equally well.
