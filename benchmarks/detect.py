@@ -524,7 +524,9 @@ def lofo_scores(
         mine = names[g::groups]
         path = None
         if cache is not None:
-            key = f"lofo-n{len(clean)}-g{g}of{groups}-r{rate}-s{severity}-seed{seed}.npz"
+            model = (classifier or {}).get("model", "default")
+            key = (f"lofo-n{len(clean)}-g{g}of{groups}-r{rate}-s{severity}-seed{seed}"
+                   f"-{model}.npz")  # fmt: skip
             path = cache / key
             if path.is_file():
                 with np.load(path, allow_pickle=False) as f:
