@@ -152,3 +152,35 @@ def test_mnist_subset_corruptions_found(mnist_path, monkeypatch):
     res = detect_vae(dirty, SimpleNamespace(seed=0, device="cpu"), config={"epochs": 8})
     assert res.info["config"]["kind"] == "conv"
     assert roc_auc_score(bad, -res.table["vae_score"]) >= 0.95
+
+
+def test_references_follow_the_classifiers_prediction_not_a_wrong_label():
+    """Digits 0 and 1, a tenth of the 1s labelled 0. Against their given class the
+    mislabelled 1s are the most atypical "0"s; once the out-of-fold prediction (here: the
+    true class) is known they are also compared with the 1s, and are ordinary."""
+    from sklearn.datasets import load_digits
+
+    from assay.pipeline.detect.vae import predicted_classes
+
+    d = load_digits()
+    keep = np.flatnonzero(d.target < 2)
+    images = np.round(d.images[keep] * 255.0 / 16.0).astype(np.uint8)
+    true = d.target[keep]
+    given = true.copy()
+    flipped = np.flatnonzero(true == 1)[::10]
+    given[flipped] = 0
+    ds = Dataset.create(images, given)
+    probs = np.eye(2)[true] * 0.9 + 0.05
+    seen = SimpleNamespace(seed=0, device="cpu", has_oof=True, pred_probs=probs)
+    np.testing.assert_array_equal(predicted_classes(seen), true)
+    assert predicted_classes(SimpleNamespace(has_oof=False)) is None
+    by_label = detect_vae(ds, SimpleNamespace(seed=0, device="cpu"), config=FAST)
+    by_prediction = detect_vae(ds, seen, config=FAST)
+    wrong = np.isin(np.arange(len(ds)), flipped)
+    auc = {name: roc_auc_score(wrong, -res.table["vae_score"]) for name, res in
+           (("label", by_label), ("prediction", by_prediction))}  # fmt: skip
+    flags = {"label": by_label.table["is_vae_issue"].to_numpy()[wrong].sum(),
+             "prediction": by_prediction.table["is_vae_issue"].to_numpy()[wrong].sum()}
+    assert auc["label"] > 0.9  # the wrong label makes them the most atypical "0"s
+    assert auc["prediction"] < 0.6  # as 1s among 1s they are nothing special
+    assert flags["prediction"] == 0 and flags["label"] >= 1
