@@ -174,6 +174,10 @@ def test_references_follow_the_classifiers_prediction_not_a_wrong_label():
     seen = SimpleNamespace(seed=0, device="cpu", has_oof=True, pred_probs=probs)
     np.testing.assert_array_equal(predicted_classes(seen), true)
     assert predicted_classes(SimpleNamespace(has_oof=False)) is None
+    # a guess below PREDICTED_MIN_CONFIDENCE is no class: compared with the given one alone
+    unsure = SimpleNamespace(has_oof=True, pred_probs=np.array(
+        [[0.40, 0.35, 0.25], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]))  # fmt: skip
+    np.testing.assert_array_equal(predicted_classes(unsure), [-1, 1, 2])
     by_label = detect_vae(ds, SimpleNamespace(seed=0, device="cpu"), config=FAST)
     by_prediction = detect_vae(ds, seen, config=FAST)
     wrong = np.isin(np.arange(len(ds)), flipped)
@@ -184,3 +188,22 @@ def test_references_follow_the_classifiers_prediction_not_a_wrong_label():
     assert auc["label"] > 0.9  # the wrong label makes them the most atypical "0"s
     assert auc["prediction"] < 0.6  # as 1s among 1s they are nothing special
     assert flags["prediction"] == 0 and flags["label"] >= 1
+
+
+def test_an_unsure_prediction_leaves_the_given_class_reference_alone():
+    """``-1`` (no confident class, :func:`predicted_classes`) scores a sample against its
+    given class only: the per-class deviations are those without any prediction."""
+    from assay.pipeline.detect.vae import variants
+
+    rng = np.random.default_rng(0)
+    n = 60
+    terms = {"nelbo": rng.uniform(50, 150, n), "recon": rng.uniform(40, 140, n),
+             "entropy": rng.uniform(0, 30, n), "kl": rng.uniform(5, 15, n)}  # fmt: skip
+    images = rng.integers(0, 256, size=(n, 8, 8), dtype=np.uint8)
+    labels = np.repeat([0, 1, 2], n // 3)
+    alone = variants(terms, images, labels)
+    unsure = variants(terms, images, labels, np.full(n, -1))
+    for key in alone:
+        np.testing.assert_allclose(unsure[key], alone[key])
+    other = variants(terms, images, labels, (labels + 1) % 3)
+    assert any(not np.allclose(other[k], alone[k]) for k in alone if k.startswith("per_class_"))
