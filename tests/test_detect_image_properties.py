@@ -11,8 +11,10 @@ from assay.pipeline.detect.base import REGISTRY, DetectorResult
 from assay.pipeline.detect.image_properties import (
     KINDS,
     detect_image_property,
+    histogram_distance,
     image_property_measures,
     score_image_properties,
+    tone_histograms,
 )
 
 
@@ -199,3 +201,75 @@ def test_greyscale_files_are_flagged_only_when_they_are_strays(n_grey, flagged):
     scores = score_file_properties(sizes, sizes, modes)["score_grayscale"].to_numpy()
     assert ((scores[:n_grey] < 0.5).all() if flagged else (scores == 1.0).all())
     assert (scores[n_grey:] == 1.0).all()
+
+
+# ----------------------------------------------------------------------------- histograms
+def _strokes(n: int, seed: int = 0, side: int = 28) -> np.ndarray:
+    """Anti-aliased pen strokes (drawn at 4x, box-downsampled): grey edges around white
+    cores, like scanned handwriting."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, side, side), dtype=np.uint8)
+    for i in range(n):
+        im = Image.new("L", (side * 4, side * 4))
+        pts = [tuple(rng.uniform(side * 0.6, side * 3.4, 2)) for _ in range(rng.integers(3, 6))]
+        ImageDraw.Draw(im).line(pts, fill=255, width=int(rng.integers(7, 12)), joint="curve")
+        out[i] = np.asarray(im.resize((side, side), Image.BOX))
+    return out
+
+
+def test_tone_histograms_count_sixteen_grey_levels_per_bin():
+    im = np.array([[[0, 15, 16, 255]]], dtype=np.uint8)  # one 1x4 image
+    h = tone_histograms(im)
+    assert h.shape == (1, 16)
+    np.testing.assert_allclose(h[0, [0, 1, 15]], [0.5, 0.25, 0.25])
+    assert h.sum() == pytest.approx(1.0)
+
+
+def test_histogram_distance_leaves_each_row_out_of_its_own_neighbours():
+    same = np.tile([[0.5, 0.5, 0.0]], (5, 1))
+    odd = np.array([[0.0, 0.0, 1.0]])
+    d = histogram_distance(np.vstack([same, odd]), neighbours=2)
+    np.testing.assert_allclose(d[:5], 0.0, atol=1e-12)  # each has 4 identical others
+    # Hellinger distance of (.5, .5, 0) and (0, 0, 1) is 1
+    assert d[5] == pytest.approx(1.0)
+    lone = histogram_distance(np.vstack([same[:1], odd, odd]), neighbours=1)
+    np.testing.assert_allclose(lone, [1.0, 0.0, 0.0], atol=1e-12)
+    assert histogram_distance(same[:2]).tolist() == [0.0, 0.0]  # too few rows to compare
+
+
+def test_histogram_distance_searches_a_bounded_subset():
+    rng = np.random.default_rng(0)
+    tones = rng.dirichlet(np.ones(16), size=500)
+    full = histogram_distance(tones, neighbours=5)
+    part = histogram_distance(tones, neighbours=5, reference=200, seed=1)
+    assert part.shape == (500,) and np.isfinite(part).all() and (part > 0).all()
+    # fewer candidates: the nearest ones are on average farther, never nearer for all
+    assert part.mean() > full.mean()
+    np.testing.assert_array_equal(part, histogram_distance(tones, neighbours=5,
+                                                           reference=200, seed=1))
+
+
+def test_gamma_changed_strokes_have_an_unusual_histogram():
+    """A tone curve leaves the shapes and most older measures alone, not the histogram."""
+    from sklearn.metrics import roc_auc_score
+
+    from assay.pipeline.inject.corruptions import corrupt
+
+    images = _strokes(600)
+    idx = np.random.default_rng(0).choice(len(images), 30, replace=False)
+    images[idx] = corrupt(images[idx], "gamma", severity=3, seed=1)
+    bad = np.isin(np.arange(len(images)), idx)
+    table, _ = score_image_properties(images)
+    older = table[[f"score_{k}" for k in KINDS if k not in ("blank", "unusual_histogram")]]
+    assert roc_auc_score(bad, -table["score_unusual_histogram"]) >= 0.9
+    assert roc_auc_score(bad, -older.min(axis=1)) < 0.8
+    assert not table["flag"].to_numpy()[~bad].any()
+
+
+def test_a_reference_run_does_not_score_histograms():
+    images = _strokes(50)
+    _, info = score_image_properties(images)
+    table, _ = score_image_properties(images, reference=info["reference"])
+    assert (table["score_unusual_histogram"] == 1.0).all()
