@@ -25,7 +25,8 @@ KNOWN_TYPES: dict[str, tuple[str, str]] = {
     "vae": ("Poorly reconstructed images (VAE)", "A variational autoencoder trained on this "
             "data reconstructs these images badly: they do not look like the rest."),
     "image_property": ("Image property issues",
-                       "Blank or constant, too dark or too light, low information or noise."),
+                       "Blank or constant, too dark or too light, low information, noise, "
+                       "blur, or grey tones found nowhere else in the data."),
     "exact_duplicate": ("Exact duplicates", "Pixel-for-pixel copies of an earlier sample."),
     "near_duplicate": ("Near duplicates", "Almost identical to an earlier sample."),
     "class_imbalance": ("Class imbalance", "Samples of a class far rarer than the others "
