@@ -273,3 +273,47 @@ def test_a_reference_run_does_not_score_histograms():
     _, info = score_image_properties(images)
     table, _ = score_image_properties(images, reference=info["reference"])
     assert (table["score_unusual_histogram"] == 1.0).all()
+
+
+# ----------------------------------------------------------------------------- relative noise
+def test_relative_noise_is_blind_to_axis_edges_and_exact_on_a_checkerboard():
+    bar = np.zeros((1, 6, 6), dtype=np.uint8)
+    bar[0, :, 2:4] = 255  # a vertical stroke: edges along one axis only
+    checker = (np.indices((6, 6)).sum(axis=0) % 2 * 255).astype(np.uint8)[None]
+    m = image_property_measures(np.concatenate([bar, checker]))
+    std_bar = bar.astype(float).std()
+    assert m["relative_noise"][0] == pytest.approx(np.log(1.0 / (std_bar + 1.0)))
+    # every interior response is +-(4 + 4) * 255 = +-2040
+    sigma = np.sqrt(np.pi / 2.0) / 6.0 * 2040.0
+    assert m["relative_noise"][1] == pytest.approx(np.log((sigma + 1.0) / 128.5))
+    tiny = image_property_measures(np.full((1, 2, 2), 9, dtype=np.uint8))
+    assert tiny["relative_noise"][0] == 0.0
+
+
+def test_relative_noise_uses_the_channel_of_most_contrast():
+    """Red ink on green paper of the same grey: flat in grey, sharp in red."""
+    rgb = np.zeros((1, 8, 8, 3), dtype=np.uint8)
+    rgb[0, ..., 1] = 120
+    rgb[0, 2:6, 3:7] = (120, 0, 0)
+    m = image_property_measures(rgb)
+    assert m["std"][0] == pytest.approx(0.0, abs=1e-4)  # no contrast in grey
+    red = image_property_measures(rgb[..., 0])  # the red channel (green is its mirror)
+    assert m["relative_noise"][0] == pytest.approx(red["relative_noise"][0])
+    assert red["std"][0] > 50
+
+
+def test_grain_inside_strokes_is_relative_noise_not_edge_energy():
+    from sklearn.metrics import roc_auc_score
+
+    from assay.pipeline.inject.corruptions import corrupt
+
+    images = _strokes(600)
+    idx = np.random.default_rng(0).choice(len(images), 30, replace=False)
+    images[idx] = corrupt(images[idx], "speckle_noise", severity=3, seed=1)
+    bad = np.isin(np.arange(len(images)), idx)
+    m = image_property_measures(images)
+    assert roc_auc_score(bad, m["relative_noise"]) >= 0.85
+    assert roc_auc_score(bad, m["hf_energy"]) < 0.7
+    table, _ = score_image_properties(images)
+    assert roc_auc_score(bad, -table["score_noisy"]) >= 0.75
+    assert not table["flag"].to_numpy()[~bad].any()

@@ -12,8 +12,11 @@ blank            standard deviation of the pixels             below ``blank_std`
 dark / light     mean grey level                              robust z below ``-k`` /
                                                               above ``+k``
 low_information  Shannon entropy of the 256-bin histogram     robust z below ``-k``
-noisy            mean absolute 4-neighbour Laplacian          robust z above ``+k``
-                 (high-frequency energy)
+noisy            mean absolute 4-neighbour Laplacian          robust z of either above
+                 (high-frequency energy); log of Immerkaer's  ``+k``
+                 noise estimate over the standard deviation,
+                 in the channel of most contrast (relative
+                 noise)
 blurry           log of that energy over the pixel standard   robust z below ``-k``
                  deviation (sharpness, contrast-free)
 unusual_         log of the mean Hellinger distance from the  robust z above ``+k``
@@ -25,6 +28,20 @@ The robust z of a measure ``m`` is ``(m - median) / (1.4826 * MAD)``, both taken
 dataset itself, so "dark" means dark for *this* dataset (every MNIST digit is mostly black;
 only one far darker than the others is an issue). The scale has a floor per measure so a
 dataset whose images are nearly identical does not turn tiny differences into issues.
+
+Relative noise is Immerkaer's estimate of the noise standard deviation ("Fast noise
+variance estimation", 1996: the mean absolute response to the 3x3 mask ``[[1, -2, 1],
+[-2, 4, -2], [1, -2, 1]]``, times ``sqrt(pi / 2) / 6``), in the image's channel of largest
+standard deviation, over that standard deviation: ``log((sigma + 1) / (std + 1))``. The
+mask is the product of second differences along rows and columns, so it is blind to
+edges along either axis and to linear ramps, and a pen stroke's edges barely raise it
+while grain inside the strokes does. The Laplacian's energy, in contrast, is dominated by
+the strokes' own edges. On the leave-one-family-out benchmark (seed 0) relative noise
+alone ranked speckle noise at AUROC 0.98 and shot noise at 0.96 (the other detectors:
+0.53 and 0.80); it too was added after that benchmark showed those families weak. Taken in
+the grey level instead, a colour image whose ink and paper differ in hue but hardly in
+grey (a grey standard deviation of 0.2 to 3 levels) looked noisy: 17 of 8,696 clean
+``colour32-mixed`` images were flagged, none in the channel of most contrast.
 
 The histogram property asks whether an image's tones occur elsewhere in the data: its
 coarse grey-level histogram is compared with its nearest neighbours' (a local density in
@@ -108,7 +125,7 @@ _GREY_FILE_MODES = frozenset({"1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N",
 #: Smallest scale (1.4826 * MAD) allowed per measure, in the measure's units (``tones``:
 #: the log of the histogram distance, a 5 % change).
 _SCALE_FLOOR = {"brightness": 2.0, "entropy": 0.05, "hf_energy": 1.0, "sharpness": 0.02,
-                "tones": 0.05}  # fmt: skip
+                "relative_noise": 0.05, "tones": 0.05}  # fmt: skip
 #: Bins of the coarse grey-level histogram of ``unusual_histogram`` (16 grey levels each).
 TONE_BINS = 16
 #: Neighbours whose histograms an image's is compared with.
@@ -159,7 +176,10 @@ def image_property_measures(images: np.ndarray, *, chunk: int = 8192) -> pd.Data
         ``brightness`` (mean grey, 0..255), ``std`` (grey standard deviation),
         ``entropy`` (bits, 0..8, of the 256-bin grey histogram), ``hf_energy`` (mean
         absolute 4-neighbour Laplacian, grey levels; edges replicated) and ``sharpness``
-        (``log((hf_energy + 1) / (std + 1))``).
+        (``log((hf_energy + 1) / (std + 1))``), ``relative_noise`` (``log((sigma + 1) /
+        (std_c + 1))`` with Immerkaer's noise estimate ``sigma`` and the standard
+        deviation ``std_c`` of the channel of largest standard deviation; 0 for images
+        under 3 px).
     """
     return _measure(_checked(images), chunk=chunk)[0]
 
@@ -176,7 +196,8 @@ def _measure(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarra
     if chunk < 1:
         raise ValueError(f"`chunk` must be >= 1. Got {chunk} instead.")
     n = images.shape[0]
-    out = {k: np.empty(n, dtype=np.float64) for k in ("brightness", "std", "entropy", "hf_energy")}
+    out = {k: np.empty(n, dtype=np.float64)
+           for k in ("brightness", "std", "entropy", "hf_energy", "relative_noise")}  # fmt: skip
     tones = np.empty((n, TONE_BINS), dtype=np.float64)
     for lo in range(0, n, chunk):
         g = _grey(images[lo : lo + chunk])  # (B, H, W)
@@ -203,8 +224,31 @@ def _measure(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarra
             - pad[:, 1:-1, 2:]
         )  # (B, H, W)
         out["hf_energy"][lo : lo + b] = np.abs(lap).reshape(b, -1).mean(axis=1)
+        out["relative_noise"][lo : lo + b] = _relative_noise(np.asarray(images[lo : lo + chunk]))
     out["sharpness"] = np.log((out["hf_energy"] + 1.0) / (out["std"] + 1.0))
     return pd.DataFrame(out), tones
+
+
+def _relative_noise(block: np.ndarray) -> np.ndarray:
+    """``log((sigma + 1) / (std + 1))`` per image, in its channel of largest standard
+    deviation; Immerkaer's (1996) noise estimate ``sigma`` (module docstring)."""
+    x = block if block.ndim == 4 else block[..., None]
+    b, h, w, channels = x.shape
+    if h < 3 or w < 3:
+        return np.zeros(b)
+    best_std = np.full(b, -1.0)
+    out = np.zeros(b)
+    for c in range(channels):
+        g = x[..., c].astype(np.float32)
+        std = g.reshape(b, -1).std(axis=1).astype(np.float64)
+        r = (4.0 * g[:, 1:-1, 1:-1]
+             - 2.0 * (g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:])
+             + g[:, :-2, :-2] + g[:, :-2, 2:] + g[:, 2:, :-2] + g[:, 2:, 2:])  # fmt: skip
+        sigma = np.sqrt(np.pi / 2.0) / 6.0 * np.abs(r).reshape(b, -1).mean(axis=1)
+        better = std > best_std
+        out = np.where(better, np.log((sigma + 1.0) / (std + 1.0)), out)
+        best_std = np.where(better, std, best_std)
+    return out
 
 
 def histogram_distance(
@@ -300,7 +344,7 @@ def score_image_properties(
     m, tones = _measure(_checked(images), chunk=8192)
     ref: dict[str, dict[str, float]] = {}
     z: dict[str, np.ndarray] = {}
-    for name in ("brightness", "entropy", "hf_energy", "sharpness"):
+    for name in ("brightness", "entropy", "hf_energy", "sharpness", "relative_noise"):
         values = m[name].to_numpy()
         if reference is not None and name in reference:
             med, scale = float(reference[name]["median"]), float(reference[name]["scale"])
@@ -318,7 +362,7 @@ def score_image_properties(
         "dark": tail(-z["brightness"]),
         "light": tail(z["brightness"]),
         "low_information": tail(-z["entropy"]),
-        "noisy": tail(z["hf_energy"]),
+        "noisy": tail(np.maximum(z["hf_energy"], z["relative_noise"])),
         "blurry": tail(-z["sharpness"]),
         "unusual_histogram": np.ones(len(std)),
     }
