@@ -335,6 +335,47 @@ def test_csv_round_trip(tmp_path, small_arrays, header):
     assert ds.meta["csv_header"] is header
 
 
+def test_csv_pixels_are_streamed_not_held(tmp_path, monkeypatch):
+    """A CSV is parsed a block at a time into the spool, in several blocks (with a range
+    decided over all of them): the Python heap's peak does not grow with the number of
+    rows, and the images equal those written, also where the file's range is only seen
+    in its end."""
+    import tracemalloc
+
+    from assay.pipeline.formats import csv_file
+
+    monkeypatch.setattr(csv_file, "BLOCK_BYTES", 1 << 16)  # 64 rows of 257 float32
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6_000, 16, 16), dtype=np.uint8)  # 1.5 MB as uint8
+    labels = np.arange(6_000) % 10
+    peaks = {}
+    for n in (3_000, 6_000):
+        path = write_csv(tmp_path / f"big{n}.csv", images[:n], labels[:n], header=True)
+        tracemalloc.start()
+        try:
+            ds = load(str(path))
+            _, peaks[n] = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert not ds.images.flags.owndata and not ds.images.flags.writeable  # the spool's map
+    # parsed whole, 3,000 more rows would be 3.1 MB of float32 more
+    assert peaks[6_000] - peaks[3_000] < images[3_000:].nbytes / 10, peaks
+    assert peaks[6_000] < images.nbytes, peaks
+    np.testing.assert_array_equal(ds.images, images)
+    np.testing.assert_array_equal(ds.labels, labels)
+    # floats in 0..1 except in the last rows: 0..255 for the whole file, never rescaled
+    flat = images.reshape(6_000, -1).astype(np.float64) / 255.0
+    flat[-1, 0] = 2.5
+    rows = [",".join([str(int(lab)), *(f"{v:.6f}" for v in row)])
+            for lab, row in zip(labels, flat, strict=True)]  # fmt: skip
+    (tmp_path / "late.csv").write_text("\n".join(rows) + "\n")
+    late = load(str(tmp_path / "late.csv"))
+    expect = np.rint(flat.astype(np.float32)).astype(np.uint8).reshape(images.shape)
+    np.testing.assert_array_equal(late.images, expect)
+    assert "scaled_from_unit_range" not in late.meta
+    assert late.meta["original_range"] == [0.0, 2.5]
+
+
 def test_csv_unit_range_floats_are_scaled(tmp_path, small_arrays):
     images, labels = small_arrays
     path = tmp_path / "f.csv"

@@ -5,8 +5,14 @@ of a square greyscale image in row-major order. A header row is optional: the fi
 a header when its first cell is not a number. Pixels written as whole numbers must lie in
 0..255; pixels written with decimals may be in 0..1 (scaled by 255) or 0..255.
 
-Parsing goes through pandas' C parser; only when that finds something wrong is the file
-scanned again line by line to name the first offending line.
+Parsing goes through pandas' C parser, :data:`BLOCK_BYTES` of float32 values at a time,
+in two passes: the first checks every block and finds the pixels' range (whether they are
+whole numbers, in 0..1 or in 0..255), which decides the conversion to uint8 for the whole
+file; the second converts each block and appends it to an :class:`~pipeline.spool.ImageSpool`,
+whose memory map becomes the dataset's images. So the reader holds one block of parsed
+values, never the whole file's, at the cost of parsing the file twice. Only when the C
+parser finds something wrong is the file read again line by line (and whole) to name the
+first offending line, or to keep labels too large for float32 exact.
 """
 
 from __future__ import annotations
@@ -21,6 +27,12 @@ import pandas as pd
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.formats.common import build_dataset
+from assay.pipeline.spool import ImageSpool
+
+#: Bytes of float32 values parsed per block (pandas holds a few times this meanwhile).
+BLOCK_BYTES = 4 << 20
+#: Labels from this magnitude on are not exact in float32; such files take the slow path.
+_FLOAT32_EXACT = 2**24
 
 
 def read_csv(path: Path) -> Dataset:
@@ -40,9 +52,13 @@ def read_csv(path: Path) -> Dataset:
             f"image (1 + H*H columns, e.g. 1 + 784 for 28x28). Found {width} columns, and "
             f"{width - 1} is not a square number.{_separator_hint(first_row)}"
         )
-    values = _parse_fast(path, skip=first_line if has_header else first_line - 1, width=width)
-    if values is None:
-        values = _parse_slow(path, width=width, has_header=has_header)
+    skip = first_line if has_header else first_line - 1
+    meta = {"csv_header": has_header}
+    streamed = _stream(path, skip=skip, width=width, side=side)
+    if streamed is not None:
+        pixels, labels, notes = streamed
+        return build_dataset(pixels, labels, source=source, fmt="csv", meta={**notes, **meta})
+    values = _parse_slow(path, width=width, has_header=has_header)
     if values.shape[0] == 0:
         raise DataError(f"{path}: the dataset is empty; the CSV has a header row but no data rows.")
     labels = values[:, 0]
@@ -51,7 +67,7 @@ def read_csv(path: Path) -> Dataset:
         # Written as whole numbers: integer pixels, never scaled from 0..1.
         lo, hi = pixels.min(), pixels.max()
         pixels = pixels.astype(np.uint8 if 0 <= lo and hi <= 255 else np.int64)
-    return build_dataset(pixels, labels, source=source, fmt="csv", meta={"csv_header": has_header})
+    return build_dataset(pixels, labels, source=source, fmt="csv", meta=meta)
 
 
 def _first_row(path: Path) -> tuple[list[str] | None, int]:
@@ -94,28 +110,75 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _parse_fast(path: Path, *, skip: int, width: int) -> np.ndarray | None:
-    """Parse with pandas; ``None`` when anything looks wrong (the slow path then explains)."""
+def _blocks(path: Path, *, skip: int, width: int):
+    """pandas' C parser over the data rows, a block of float32 rows at a time."""
+    return pd.read_csv(
+        path,
+        header=None,
+        skiprows=skip,
+        dtype=np.float32,
+        na_filter=False,
+        engine="c",
+        skip_blank_lines=True,
+        chunksize=max(64, BLOCK_BYTES // (4 * width)),
+    )
+
+
+def _scan(path: Path, *, skip: int, width: int) -> tuple[np.ndarray, float, float, bool] | None:
+    """First pass: ``(labels, lowest pixel, highest pixel, all pixels whole)``, or ``None``
+    when anything looks wrong (the slow path then explains)."""
+    labels: list[np.ndarray] = []
+    lo, hi, whole = math.inf, -math.inf, True
     try:
-        frame = pd.read_csv(
-            path,
-            header=None,
-            skiprows=skip,
-            dtype=np.float32,
-            na_filter=False,
-            engine="c",
-            skip_blank_lines=True,
-        )
+        with _blocks(path, skip=skip, width=width) as reader:
+            for frame in reader:
+                values = frame.to_numpy(dtype=np.float32)
+                if values.shape[1] != width or not np.isfinite(values).all():
+                    return None
+                if np.abs(values[:, 0]).max() >= _FLOAT32_EXACT:
+                    return None
+                labels.append(values[:, 0].copy())
+                px = values[:, 1:]
+                lo, hi = min(lo, float(px.min())), max(hi, float(px.max()))
+                whole = whole and bool(np.array_equal(px, np.round(px)))
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
-    if frame.shape[1] != width:
+    if not labels:
         return None
-    values = frame.to_numpy(dtype=np.float32)
-    if np.isnan(values).any():
+    return np.concatenate(labels), lo, hi, whole
+
+
+def _stream(
+    path: Path, *, skip: int, width: int, side: int
+) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """Both passes (module docstring): ``(uint8 images mapped, labels, notes)`` or ``None``
+    for the slow path, which also raises the errors of values outside 0..255."""
+    scanned = _scan(path, skip=skip, width=width)
+    if scanned is None:
         return None
-    if values.shape[0] and np.abs(values[:, 0]).max() >= 2**24:
-        return None  # labels too large for float32; the slow path keeps them exact
-    return values
+    labels, lo, hi, whole = scanned
+    if lo < 0 or hi > 255:
+        return None
+    if whole:  # written as whole numbers: integer pixels, never scaled from 0..1
+        notes: dict = {}
+        factor = 1.0
+    else:
+        notes = {"original_dtype": "float32", "original_range": [lo, hi]}
+        factor = 255.0 if hi <= 1.0 else 1.0
+        if factor != 1.0:
+            notes["scaled_from_unit_range"] = True
+    with ImageSpool((side, side)) as spool:
+        with _blocks(path, skip=skip, width=width) as reader:
+            for frame in reader:
+                px = frame.to_numpy(dtype=np.float32)[:, 1:]
+                px = px if factor == 1.0 else px * factor
+                spool.append(np.rint(px).astype(np.uint8).reshape(-1, side, side))
+        if spool.n != labels.size:
+            raise DataError(
+                f"{path}: the file changed while it was read ({labels.size} rows, then "
+                f"{spool.n}); load it again once it is complete."
+            )
+        return spool.finish(), labels, notes
 
 
 def _parse_slow(path: Path, *, width: int, has_header: bool) -> np.ndarray:
