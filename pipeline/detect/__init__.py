@@ -37,7 +37,13 @@ from assay.pipeline.detect import datalab as _datalab  # noqa: F401  (registers 
 from assay.pipeline.detect import duplicate as _duplicate  # noqa: F401
 from assay.pipeline.detect import label as _label  # noqa: F401
 from assay.pipeline.detect.base import REGISTRY, DetectorResult
-from assay.pipeline.detect.combine import DATASET_LEVEL, OUTLIER_SOURCES, REASONS, combine
+from assay.pipeline.detect.combine import (
+    DATASET_LEVEL,
+    OUTLIER_METHOD,
+    OUTLIER_SOURCES,
+    REASONS,
+    combine,
+)
 from assay.pipeline.detect.context import DetectionContext
 from assay.pipeline.detect.datalab import DetectorUnavailable
 from assay.pipeline.detect.oof import OOFResult
@@ -115,7 +121,7 @@ def run_detection(
     progress: bool = True,
     detectors: Sequence[str] | None = None,
     options: dict[str, dict[str, Any]] | None = None,
-    outlier_method: str = "rank_min",
+    outlier_method: str = OUTLIER_METHOD,
     profile: pd.DataFrame | None = None,
     classifier: dict[str, Any] | None = None,
     oof: OOFResult | None = None,
