@@ -204,7 +204,8 @@ def _measure(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarra
            for k in ("brightness", "std", "entropy", "hf_energy", "relative_noise")}  # fmt: skip
     tones = np.empty((n, TONE_BINS), dtype=np.float64)
     for lo in range(0, n, chunk):
-        g = _grey(images[lo : lo + chunk])  # (B, H, W)
+        block = np.asarray(images[lo : lo + chunk])  # read once: the images may be mapped
+        g = _grey(block)  # (B, H, W)
         b, h, w = g.shape
         flat = g.reshape(b, -1)  # (B, H*W)
         out["brightness"][lo : lo + b] = flat.mean(axis=1)
@@ -228,7 +229,7 @@ def _measure(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarra
             - pad[:, 1:-1, 2:]
         )  # (B, H, W)
         out["hf_energy"][lo : lo + b] = np.abs(lap).reshape(b, -1).mean(axis=1)
-        out["relative_noise"][lo : lo + b] = _relative_noise(np.asarray(images[lo : lo + chunk]))
+        out["relative_noise"][lo : lo + b] = _relative_noise(block)
     out["sharpness"] = np.log((out["hf_energy"] + 1.0) / (out["std"] + 1.0))
     return pd.DataFrame(out), tones
 
