@@ -75,7 +75,7 @@ def _add_image_policy(p: argparse.ArgumentParser, *, defaults: bool = True) -> N
     p.add_argument(
         "--image-size", dest="image_size", type=int, metavar="N",
         help="scale an image folder's images to N x N (8..1024; default: the folder's typical "
-        "size)",
+        "size, at most 64 px on the longer side)",
     )  # fmt: skip
     p.add_argument(
         "--image-fit", dest="image_fit", choices=("pad", "crop"),

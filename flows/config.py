@@ -59,10 +59,12 @@ class RunConfig(BaseModel):
     strict : bool
         Refuse non-image files in image folders instead of skipping them.
     image_size : int or None
-        Side (8..1024) of the square images an image folder is scaled to; ``None`` keeps
-        the folder's typical size. Other formats are taken as they are.
+        Side (8..1024) of the square images an image folder is scaled to; ``None`` takes
+        the folder's typical size, at most 64 px on the longer side. Other formats are
+        taken as they are.
     image_fit : {"pad", "crop"}
-        How an image folder's scaling keeps the aspect ratio: black padding or centre crop.
+        How an image folder's scaling keeps the aspect ratio: padding in each image's
+        border colour or centre crop.
     inject : str or None
         Injection preset name (or a JSON/TOML injection config file) applied after loading,
         so the run has known dirt with ground truth. ``None`` injects nothing.

@@ -256,10 +256,11 @@ def load(
         content hash and refuse the folder when it differs from ``dataset.json``.
     image_size : int, optional
         Image folders only: the side of the square images (default: the folder's typical
-        size); see :mod:`pipeline.formats.image_folder` for the size policy. Refused for
-        other formats, whose images are taken as they are.
+        size, at most 64 px on the longer side); see :mod:`pipeline.formats.image_folder`
+        for the size policy. Refused for other formats, whose images are taken as they are.
     image_fit : {"pad", "crop"}, default "pad"
-        Image folders only: keep the aspect ratio by black padding or by centre crop.
+        Image folders only: keep the aspect ratio by padding in each image's border
+        colour or by centre crop.
 
     Returns
     -------

@@ -29,6 +29,10 @@ MAX_CHANNELS = 4
 MAX_DATASET_BYTES = 16 * 2**30
 #: Side of the square images ``--image-size`` may ask for (the default suite's size policy).
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
+#: Longest side of an image folder's images when ``--image-size`` is not given: the
+#: typical size is scaled down to it (aspect kept). The classifier, the VAE and the GAN
+#: are laid out for 8 to 64 px a side (``models/``).
+DEFAULT_MAX_SIDE = 64
 #: Folds of the out-of-fold classifier.
 MIN_FOLDS, MAX_FOLDS = 2, 50
 #: Training steps of one GAN arm.

@@ -112,6 +112,24 @@ def test_pad_keeps_everything_crop_fills_the_frame(tmp_path):
     assert typical.images.shape == (2, 10, 15) and typical.images.ndim == 3  # grey set
 
 
+def test_large_photos_default_to_the_models_working_size(tmp_path):
+    root = tmp_path / "photos"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i, (h, w) in enumerate([(300, 400), (150, 200), (360, 480), (300, 400)]):
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(img).save(root / "ab"[i % 2] / f"{i}.png")
+    ds = read_image_folder(root, workers=1)
+    policy = ds.meta["size_policy"]
+    assert ds.images.shape == (4, 48, 64, 3)  # typical 300 x 400, aspect kept
+    assert policy["image_size"] == [48, 64] and policy["typical_size"] == [300, 400]
+    assert "scaled to 64 px" in policy["chosen"]
+    assert ds.columns["original_width"].tolist() == [400, 480, 200, 400]  # a/0, a/2, b/1, b/3
+    # asked for explicitly, a larger size is kept
+    assert read_image_folder(root, image_size=96, workers=1).images.shape == (4, 96, 96, 3)
+
+
 def test_parallel_decoding_gives_the_same_dataset(mixed, capsys):
     one = read_image_folder(mixed, workers=1)
     two = read_image_folder(mixed, workers=2, progress=True)

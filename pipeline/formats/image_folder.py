@@ -11,10 +11,15 @@ Every image is brought to one shape, by this policy (recorded in the dataset's `
   stays upright);
 - **size**: ``image_size=N`` gives ``N x N`` images; by default the dataset's typical size
   (the median height and the median width of the images), so a folder of one size stays
-  exactly as it is. An image of another size is scaled (Lanczos) with its aspect ratio
-  kept, then either padded to the target (``fit="pad"``, the default: nothing is cut off)
-  or centre-cropped to it (``fit="crop"``: no borders). Images already at the target size
-  are not resampled. The padding takes the image's own border colour (the per-channel
+  exactly as it is, unless its longer side exceeds :data:`~pipeline.limits.DEFAULT_MAX_SIDE`
+  (64 px): then both sides are scaled down by the same factor to that bound (a folder
+  of 500 x 375 photos becomes 64 x 48). The models are laid out for 8 to 64 px a side,
+  and at a photo's own size every CPU epoch would cost hours and the pixel array of a
+  large folder tens of gigabytes; ``image_size=N`` asks for more explicitly. An
+  image of another size is scaled (Lanczos) with its aspect ratio kept, then either
+  padded to the target (``fit="pad"``, the default: nothing is cut off) or centre-cropped
+  to it (``fit="crop"``: no borders). Images already at the target size are not
+  resampled. The padding takes the image's own border colour (the per-channel
   median of its outermost pixels), so the bands continue the background: black bands
   would be a high-contrast frame that only the size policy drew, and images of the same
   aspect ratio would share it, which makes distinct images look alike to the
@@ -59,6 +64,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.formats.common import DataWarning, build_dataset
+from assay.pipeline.limits import DEFAULT_MAX_SIDE, MIN_IMAGE_SIZE
 from assay.pipeline.spool import ImageSpool
 
 GREY_MODES = frozenset({"1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
@@ -84,6 +90,25 @@ class _Header:
     width: int = 0
     mode: str = ""
     error: str | None = None
+
+
+def default_size(typical: tuple[int, int]) -> tuple[int, int]:
+    """The ``(height, width)`` of a folder's images when no size is given: the typical
+    size, both sides scaled by one factor so that the longer is at most
+    :data:`~pipeline.limits.DEFAULT_MAX_SIDE` (neither below ``MIN_IMAGE_SIZE``)."""
+    h, w = typical
+    longer = max(h, w)
+    if longer <= DEFAULT_MAX_SIDE:
+        return h, w
+    scale = DEFAULT_MAX_SIDE / longer
+    return (max(MIN_IMAGE_SIZE, round(h * scale)), max(MIN_IMAGE_SIZE, round(w * scale)))
+
+
+def _chosen(typical: tuple[int, int], target: tuple[int, int]) -> str:
+    if tuple(target) == tuple(typical):
+        return "typical (median height, width)"
+    return (f"typical (median height, width) {typical[0]} x {typical[1]}, scaled to "
+            f"{DEFAULT_MAX_SIDE} px on the longer side")  # fmt: skip
 
 
 def read_image_folder(
@@ -156,10 +181,11 @@ def read_image_folder(
                 not_images[i] = _not_an_image(files[i], header.error, root, strict=strict)
         heights = np.array([headers[i].height for i in good], dtype=np.int64)
         widths = np.array([headers[i].width for i in good], dtype=np.int64)
+        typical = (int(np.median(heights)), int(np.median(widths))) if good else (1, 1)
         if image_size is not None:
             target = (int(image_size), int(image_size))
         elif good:
-            target = (int(np.median(heights)), int(np.median(widths)))
+            target = default_size(typical)
         else:
             target = (1, 1)  # nothing to decode; the class check below refuses the folder
         colour = any(headers[i].mode not in GREY_MODES for i in good)
@@ -205,7 +231,8 @@ def read_image_folder(
         "image_modes": dict(sorted(modes.items())),
         "size_policy": {
             "image_size": list(target),
-            "chosen": "given" if image_size is not None else "typical (median height, width)",
+            "chosen": "given" if image_size is not None else _chosen(typical, target),
+            "typical_size": list(typical),
             "fit": fit,
             "pad_colour": "the image's border colour (per-channel median)",
             "colour": bool(colour),

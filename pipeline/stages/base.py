@@ -18,8 +18,9 @@ class IngestParams:
     """What to load. ``inject`` names a preset or an injection config file.
 
     ``image_size``, ``image_fit``: side of the square images an image folder is scaled to
-    (default: the folder's typical size) and how the aspect ratio is kept (``"pad"`` or
-    ``"crop"``); see :mod:`assay.pipeline.formats.image_folder`.
+    (default: the folder's typical size, at most 64 px on the longer side) and how the
+    aspect ratio is kept (``"pad"`` or ``"crop"``); see
+    :mod:`assay.pipeline.formats.image_folder`.
     """
 
     data: str = "digits"
