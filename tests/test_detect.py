@@ -14,7 +14,12 @@ from assay.pipeline import io
 from assay.pipeline.clean import clean as clean_dataset
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect import REGISTRY, run_detection
-from assay.pipeline.detect.combine import ISSUE_COLUMNS, REASONS
+from assay.pipeline.detect.combine import (
+    ISSUE_COLUMNS,
+    OUTLIER_EVIDENCE,
+    OUTLIER_SOURCES,
+    REASONS,
+)
 from assay.pipeline.detect.datalab import _datalab_available, datalab_issues
 from assay.pipeline.inject import InjectionConfig, ground_truth, inject
 
@@ -80,6 +85,22 @@ def test_outputs_schema_and_score_ranges(small, tmp_path):
     assert set(issues.loc[~clean, "primary_reason"]) <= set(REASONS)
     assert (issues.loc[clean, "primary_reason"] == "").all()
     assert set(issues.loc[issues["duplicate_of"] >= 0, "duplicate_of"]) <= set(issues["sample_id"])
+
+    # The outlier flag is the three sources' evidence added up; each source's excess
+    # passes 1 exactly where its own flag does (pipeline.detect.combine).
+    res = result.results
+    assert set(OUTLIER_SOURCES) <= set(res)
+    for name in OUTLIER_SOURCES:
+        own = res[name].table[res[name].flag_column].to_numpy(dtype=bool)
+        np.testing.assert_array_equal(res[name].excess > 1, own, err_msg=name)
+    evidence = sum(np.maximum(res[name].excess, 0.0) for name in OUTLIER_SOURCES)
+    np.testing.assert_allclose(issues["outlier_evidence"], np.minimum(evidence, 1e6))
+    property_flag = res["image_property"].table["is_image_property_issue"].to_numpy()
+    np.testing.assert_array_equal(
+        issues["is_outlier"], (evidence > OUTLIER_EVIDENCE) | property_flag
+    )
+    assert issues["is_outlier"].any() and (issues["outlier_sources"] != "").eq(
+        issues["is_outlier"]).all()  # fmt: skip
 
     noise = np.load(tmp_path / "noise_matrix.npy", allow_pickle=False)
     assert noise.shape == (small.n_classes, small.n_classes)

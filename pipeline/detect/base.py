@@ -29,6 +29,10 @@ class DetectorResult:
     info: dict[str, Any] = field(default_factory=dict)
     #: Per-sample intermediate arrays ``(N,)`` kept in memory for benchmarks (never written).
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: An outlier source's evidence per sample, float ``(N,)``, in units of its own flag
+    #: threshold: the flag is ``excess > 1``, 0 is a typical sample (may be negative).
+    #: :func:`pipeline.detect.combine.outlier_evidence` adds the sources' evidence up.
+    excess: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def flag_column(self) -> str:

@@ -61,6 +61,7 @@ __all__ = [
     "detect_non_iid",
     "detect_class_imbalance",
     "groups_from_pairs",
+    "outlier_excess",
 ]
 
 #: Datalab's parameters (its defaults except the outlier threshold, see the module
@@ -349,7 +350,25 @@ def detect_knn_outlier(
         summary=f"kNN outliers: {n} of {len(dataset)} samples far from their {k} nearest "
         f"neighbours in the classifier's feature space",
         info={"backend": shared["backend"], "k": k, **entry["info"]},
+        excess=outlier_excess(entry["score"]),
     )
+
+
+def outlier_excess(score: np.ndarray) -> np.ndarray:
+    """Datalab's kNN outlier evidence in units of its own threshold, float ``(N,)``.
+
+    Datalab scores ``exp(-a / median(a))`` with ``a`` the mean distance to the ``k``
+    nearest neighbours, and flags ``a > q3 + (1 / OUTLIER_THRESHOLD - 1) * IQR`` over the
+    dataset's ``a``; so ``(a - q3) / ((1 / OUTLIER_THRESHOLD - 1) * IQR)``, computed from
+    the scores alone (the rule does not depend on the scale of ``a``), passes 1 exactly
+    when a sample is flagged.
+    """
+    a = -np.log(np.clip(np.asarray(score, dtype=np.float64), 1e-300, 1.0))
+    if a.size == 0:
+        return a
+    q1, q3 = np.percentile(a, [25, 75])
+    spread = (1.0 / OUTLIER_THRESHOLD - 1.0) * max(float(q3 - q1), 1e-12)
+    return (a - q3) / spread
 
 
 def _per_class_pairs(pairs: np.ndarray, features: np.ndarray, labels: np.ndarray) -> np.ndarray:

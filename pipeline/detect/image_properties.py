@@ -497,4 +497,8 @@ def detect_image_property(
         f" ({detail})" if detail else ""
     )
     info = {**info, "counts": counts, "n_flagged": n_flag}
-    return DetectorResult(name="image_property", table=out, summary=summary, info=info)
+    # Every property's score is 2 ** (-d / k) (a blank image's 0.5 * std / blank_std), so
+    # -log2(score) is the worst property's d / k: past 1 exactly when flagged.
+    excess = -np.log2(np.maximum(out["image_property_score"].to_numpy(), 2.0**-60))
+    return DetectorResult(name="image_property", table=out, summary=summary, info=info,
+                          excess=excess)  # fmt: skip

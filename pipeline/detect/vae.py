@@ -485,7 +485,8 @@ def detect_vae(
         f"{seconds:.1f}s)"
     )
     arrays = {name: -v for name, v in candidates.items()}
-    return DetectorResult(name="vae", table=table, summary=summary, info=info, arrays=arrays)
+    return DetectorResult(name="vae", table=table, summary=summary, info=info, arrays=arrays,
+                          excess=d / k)  # fmt: skip
 
 
 def score_images(
