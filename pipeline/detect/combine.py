@@ -69,8 +69,8 @@ they flagged 0.04 % of the benchmark's clean images). A sample half-way past two
 thresholds is flagged; one just past the VAE's alone is not, since the VAE's own flag is
 what marked clean images dirty (0.77 % of them, against 0.01 to 0.04 % for the others).
 ``outlier_sources`` lists the sources at least half-way to their threshold
-(:data:`SOURCE_SHARE`). When one of the three
-sources did not run, the flag is the union of the others' own flags.
+(:data:`SOURCE_SHARE`). When one of the three sources did not run, the flag is the union
+of the others' own flags.
 
 The rule was chosen on the leave-one-family-out benchmark (``benchmarks/detect.py
 --lofo --n 3000``, 33 corruption families, seed 0): for every held-out family, among the

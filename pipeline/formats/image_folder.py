@@ -181,13 +181,12 @@ def read_image_folder(
                 not_images[i] = _not_an_image(files[i], header.error, root, strict=strict)
         heights = np.array([headers[i].height for i in good], dtype=np.int64)
         widths = np.array([headers[i].width for i in good], dtype=np.int64)
+        # (1, 1) when nothing is left to decode: the class check below refuses the folder
         typical = (int(np.median(heights)), int(np.median(widths))) if good else (1, 1)
         if image_size is not None:
             target = (int(image_size), int(image_size))
-        elif good:
-            target = default_size(typical)
         else:
-            target = (1, 1)  # nothing to decode; the class check below refuses the folder
+            target = default_size(typical)
         colour = any(headers[i].mode not in GREY_MODES for i in good)
         jobs = [(files[i], target, colour, fit) for i in good]
         # Each block of decoded images goes straight to the spool (see pipeline.spool),
