@@ -15,10 +15,10 @@ process is killed.
 
 Readers of formats whose uint8 pixels arrive as one stream of bytes (IDX files, gzipped
 or not; uint8 arrays in an ``.npz``) spool it too, with :meth:`ImageSpool.read_from`, a
-block of :data:`BLOCK_BYTES` at a time. A ``.csv`` file is parsed a block at a time in two
-passes (the first finds the range that decides the conversion to uint8, the second
-spools the converted blocks; :mod:`pipeline.formats.csv_file`). Other ``.npz`` dtypes
-(converted to uint8 with the whole array's range) are read whole.
+block of :data:`BLOCK_BYTES` at a time. A ``.csv`` file, and an ``.npz`` array of another
+dtype, is read a block at a time in two passes (the first finds the range that decides
+the conversion to uint8, the second spools the converted blocks;
+:mod:`pipeline.formats.csv_file`, :mod:`pipeline.formats.npz`).
 """
 
 from __future__ import annotations

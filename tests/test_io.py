@@ -18,6 +18,7 @@ from PIL import Image
 from assay.pipeline import io
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
+from assay.pipeline.formats.common import to_uint8
 from assay.pipeline.io import DataWarning, detect_format, load, save
 
 # ------------------------------------------------------------------ writers for each format
@@ -162,12 +163,55 @@ def test_uint8_pixels_are_streamed_not_held(tmp_path, layout):
     np.testing.assert_array_equal(saved.images, images)
 
 
-def test_npz_of_other_dtypes_is_still_read_whole_and_converted(tmp_path):
-    images = np.random.default_rng(0).random((30, 8, 8)).astype(np.float32)
-    np.savez(tmp_path / "f.npz", images=images, labels=np.arange(30) % 3)
-    ds = load(str(tmp_path / "f.npz"))
-    np.testing.assert_array_equal(ds.images, np.rint(images * 255).astype(np.uint8))
-    assert ds.meta["scaled_from_unit_range"]
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int16", "bool"])
+def test_npz_of_other_dtypes_is_streamed_and_converted(tmp_path, dtype):
+    """Other dtypes take two passes over the archive (the range, then the conversion), a
+    block at a time: the heap never holds the raw array, nor the converted one."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    shape = (10_000, 28, 28)  # 7.8 MB as uint8
+    raw = {"float32": lambda: rng.random(shape, dtype=np.float32),
+           "float64": lambda: rng.random(shape) * 200.0,
+           "int16": lambda: rng.integers(0, 256, shape).astype(np.int16),
+           "bool": lambda: rng.random(shape) < 0.5}[dtype]()  # fmt: skip
+    np.savez(tmp_path / "f.npz", images=raw, labels=np.arange(len(raw)) % 3)
+    tracemalloc.start()
+    try:
+        ds = load(str(tmp_path / "f.npz"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    expected, notes = to_uint8(raw, source="x")
+    assert not ds.images.flags.owndata and peak < expected.nbytes / 2, (peak, expected.nbytes)
+    np.testing.assert_array_equal(ds.images, expected)
+    assert ds.meta.get("scaled_from_unit_range", False) is (dtype == "float32")
+    assert ds.meta["original_dtype"] == dtype and ds.meta.get("original_range") == notes.get(
+        "original_range"
+    )
+
+
+def test_npz_keras_train_and_test_share_one_conversion(tmp_path):
+    """The range of both arrays decides: unit-range train images next to test images that
+    go up to 2 are not scaled by 255; mixed dtypes are read whole and converted alike."""
+    train = np.full((4, 6, 6), 0.5, np.float32)
+    test = np.full((2, 6, 6), 2.0, np.float32)
+    np.savez(tmp_path / "k.npz", x_train=train, y_train=np.arange(4) % 2, x_test=test,
+             y_test=np.arange(2))  # fmt: skip
+    ds = load(tmp_path / "k.npz")
+    assert "scaled_from_unit_range" not in ds.meta and ds.meta["original_range"] == [0.5, 2.0]
+    np.testing.assert_array_equal(ds.images[:, 0, 0], [0, 0, 0, 0, 2, 2])  # rint(0.5) == 0
+    np.savez(tmp_path / "m.npz", x_train=train, y_train=np.arange(4) % 2,
+             x_test=test.astype(np.float64), y_test=np.arange(2))  # fmt: skip
+    np.testing.assert_array_equal(load(tmp_path / "m.npz").images, ds.images)
+
+
+def test_npz_streamed_nan_names_the_file_and_the_image(tmp_path):
+    images = np.zeros((3_000, 28, 28), np.float32)  # several blocks; the NaN in a late one
+    images[2_345, 3, 4] = np.nan
+    np.savez(tmp_path / "nan.npz", images=images, labels=np.zeros(3_000, np.int64))
+    with pytest.raises(DataError, match=r"nan\.npz: .*1 NaN and 0 infinite .*image 2345"):
+        load(tmp_path / "nan.npz")
 
 
 def test_npz_with_truncated_image_data_is_refused(tmp_path):
@@ -180,13 +224,14 @@ def test_npz_with_truncated_image_data_is_refused(tmp_path):
         np.save(buf, arr)
         return buf.getvalue()
 
-    data = npy(np.zeros((50, 8, 8), np.uint8))
-    path = tmp_path / "short.npz"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("images.npy", data[: len(data) - 100])
-        archive.writestr("labels.npy", npy(np.zeros(50, np.int64)))
-    with pytest.raises(DataError, match="short.npz"):
-        load(str(path))
+    for dtype in (np.uint8, np.float32):
+        data = npy(np.zeros((50, 8, 8), dtype))
+        path = tmp_path / f"short-{np.dtype(dtype).name}.npz"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("images.npy", data[: len(data) - 100])
+            archive.writestr("labels.npy", npy(np.zeros(50, np.int64)))
+        with pytest.raises(DataError, match=f"{path.name}: array 'images' .* ends early"):
+            load(str(path))
 
 
 def test_idx_single_file_spec_loads_its_pair(tmp_path, small_arrays):

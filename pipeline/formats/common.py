@@ -26,6 +26,109 @@ class DataWarning(UserWarning):
     """Something in the input was skipped or changed while loading it."""
 
 
+class PixelRange:
+    """What decides a pixel array's conversion to uint8, gathered a block at a time.
+
+    A reader that streams its pixels (an ``.npz`` array larger than memory) passes every
+    block to :meth:`add` in a first pass, then converts each block in a second with the
+    rule of :meth:`conversion`; :func:`to_uint8` is the same with one block. The rules are the
+    module docstring's.
+
+    Parameters
+    ----------
+    dtype : the raw pixels' dtype (the same for every block).
+    source : the file or spec, for error messages.
+    """
+
+    def __init__(self, dtype: np.dtype, *, source: str) -> None:
+        self.dtype = np.dtype(dtype)
+        self.source = source
+        self.n_images = 0
+        self.n_values = 0
+        self.lo: float | int | None = None
+        self.hi: float | int | None = None
+        self.n_nan = self.n_inf = 0
+        self.first_bad: int | None = None  # first image holding a NaN or infinity
+        if self.dtype.kind not in "biuf":
+            raise DataError(
+                f"{source}: pixel values must be numbers (integers in 0..255 or floats in 0..1 "
+                f"or 0..255). Found an array of dtype {self.dtype}."
+            )
+
+    def add(self, block: np.ndarray) -> None:
+        """Take in the next images ``(n, ...)`` of the array."""
+        block = np.asarray(block)
+        n = block.shape[0] if block.ndim else 0
+        if block.size:
+            if self.dtype.kind == "f":
+                lo, hi = float(np.min(block)), float(np.max(block))
+                if not (np.isfinite(lo) and np.isfinite(hi)):
+                    self.n_nan += int(np.isnan(block).sum())
+                    self.n_inf += int(np.isinf(block).sum())
+                    if self.first_bad is None:
+                        bad = ~np.isfinite(block.reshape(n, -1)).all(axis=1)
+                        self.first_bad = self.n_images + int(np.flatnonzero(bad)[0])
+            else:
+                lo, hi = int(block.min()), int(block.max())
+            self.lo = lo if self.lo is None else min(self.lo, lo)
+            self.hi = hi if self.hi is None else max(self.hi, hi)
+        self.n_images += n
+        self.n_values += block.size
+
+    def conversion(self) -> tuple[float, dict[str, Any]]:
+        """``(factor, notes)``: every block becomes ``rint(block * factor)`` as uint8 (see
+        :meth:`convert`); ``notes`` say what was done, for ``Dataset.meta``.
+
+        Raises
+        ------
+        DataError
+            Empty input, NaN/inf, or values outside 0..255.
+        """
+        source, kind = self.source, self.dtype.kind
+        if self.n_values == 0:
+            raise DataError(
+                f"{source}: the dataset is empty; expected at least one image with at least "
+                f"one pixel. Found {self.n_images} images without pixels."
+            )
+        if kind == "u" and self.dtype.itemsize == 1:
+            return 1.0, {}
+        if kind == "b":
+            return 255.0, {"original_dtype": "bool", "scaled_from_bool": True}
+        lo, hi = self.lo, self.hi
+        if kind in "iu":
+            if lo < 0 or hi > 255:
+                raise DataError(
+                    f"{source}: pixel values must lie in 0..255. Found integer values from "
+                    f"{lo} to {hi} (dtype {self.dtype}); rescale the images to 0..255 first."
+                )
+            return 1.0, {"original_dtype": str(self.dtype), "original_range": [lo, hi]}
+        if self.n_nan or self.n_inf:
+            raise DataError(
+                f"{source}: pixel values must be finite numbers in 0..255 (or 0..1). Found "
+                f"{self.n_nan} NaN and {self.n_inf} infinite values, the first in image "
+                f"{self.first_bad}."
+            )
+        if lo < 0 or hi > 255:
+            raise DataError(
+                f"{source}: pixel values must lie in 0..255 (or 0..1 for floating-point "
+                f"images). Found values from {lo:g} to {hi:g} (dtype {self.dtype})."
+            )
+        notes: dict[str, Any] = {"original_dtype": str(self.dtype), "original_range": [lo, hi]}
+        if hi <= 1.0:
+            notes["scaled_from_unit_range"] = True
+            return 255.0, notes
+        return 1.0, notes
+
+    def convert(self, block: np.ndarray, factor: float) -> np.ndarray:
+        """One block as uint8 with the ``factor`` of :meth:`conversion`."""
+        block = np.asarray(block)
+        if self.dtype.kind == "f":
+            scaled = block * factor  # a copy in the block's dtype, rounded in place
+            return np.rint(scaled, out=scaled).astype(np.uint8)
+        out = block.astype(np.uint8)
+        return np.multiply(out, np.uint8(factor), out=out) if factor != 1.0 else out
+
+
 def to_uint8(images: np.ndarray, *, source: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Convert raw pixel values to uint8 0..255, refusing anything that does not fit.
 
@@ -56,47 +159,10 @@ def to_uint8(images: np.ndarray, *, source: str) -> tuple[np.ndarray, dict[str, 
         )
     if arr.dtype == np.uint8:
         return arr, {}
-    kind = arr.dtype.kind
-    if kind == "b":
-        return arr.astype(np.uint8) * np.uint8(255), {
-            "original_dtype": "bool",
-            "scaled_from_bool": True,
-        }
-    if kind in "iu":
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi > 255:
-            raise DataError(
-                f"{source}: pixel values must lie in 0..255. Found integer values from {lo} to "
-                f"{hi} (dtype {arr.dtype}); rescale the images to 0..255 first."
-            )
-        return arr.astype(np.uint8), {"original_dtype": str(arr.dtype), "original_range": [lo, hi]}
-    if kind == "f":
-        lo, hi = float(np.min(arr)), float(np.max(arr))
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            n_nan = int(np.isnan(arr).sum())
-            n_inf = int(np.isinf(arr).sum())
-            bad_rows = (~np.isfinite(arr.reshape(arr.shape[0], -1))).any(axis=1)
-            first = int(np.flatnonzero(bad_rows)[0])
-            raise DataError(
-                f"{source}: pixel values must be finite numbers in 0..255 (or 0..1). Found "
-                f"{n_nan} NaN and {n_inf} infinite values, the first in image {first}."
-            )
-        if lo < 0 or hi > 255:
-            raise DataError(
-                f"{source}: pixel values must lie in 0..255 (or 0..1 for floating-point "
-                f"images). Found values from {lo:g} to {hi:g} (dtype {arr.dtype})."
-            )
-        notes: dict[str, Any] = {"original_dtype": str(arr.dtype), "original_range": [lo, hi]}
-        if hi <= 1.0:
-            out = np.rint(arr * 255.0)
-            notes["scaled_from_unit_range"] = True
-        else:
-            out = np.rint(arr)
-        return out.astype(np.uint8), notes
-    raise DataError(
-        f"{source}: pixel values must be numbers (integers in 0..255 or floats in 0..1 or "
-        f"0..255). Found an array of dtype {arr.dtype}."
-    )
+    pixels = PixelRange(arr.dtype, source=source)
+    pixels.add(arr)
+    factor, notes = pixels.conversion()
+    return pixels.convert(arr, factor), notes
 
 
 def check_labels(

@@ -6,8 +6,12 @@ present, recorded in a ``split`` column). Optional keys: ``class_names`` (K stri
 ``sample_ids`` (N unique integers). Images may be flat ``(N, D)`` with D a perfect
 square, ``(N, H, W)``, or ``(N, H, W, C)``; a trailing channel of size 1 is dropped.
 The archive is read with ``allow_pickle=False``: an array that needs pickle is refused.
-uint8 images are streamed out of the archive into a memory-mapped temporary file
-(:mod:`pipeline.spool`); other dtypes are read whole, then converted to uint8.
+Images are streamed out of the archive into a memory-mapped temporary file
+(:mod:`pipeline.spool`), a block at a time: uint8 pixels in one pass, other numeric
+dtypes in two (the first finds the range that decides the conversion to uint8 for the
+whole array, :class:`~pipeline.formats.common.PixelRange`; the second converts and spools
+each block), so an archive larger than memory loads. Only Fortran-ordered arrays and
+headers numpy reads in full (format 3.0) are read whole.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import pandas as pd
 
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
-from assay.pipeline.formats.common import build_dataset
-from assay.pipeline.spool import ImageSpool, stack_blocks
+from assay.pipeline.formats.common import PixelRange, build_dataset
+from assay.pipeline.spool import BLOCK_BYTES, ImageSpool, stack_blocks
 
 KEY_PAIRS = (("images", "labels"), ("x", "y"), ("x_train", "y_train"))
 
@@ -112,11 +116,18 @@ def _read_npz(fh: BinaryIO, path: Path) -> Dataset:
                 f"{sorted(archive.files)}."
             )
         meta: dict = {"keys": {"images": pair[0], "labels": pair[1]}}
-        images = _images(archive, pair[0], path)
+        test_keys = (
+            [keys["x_test"]]
+            if pair[0].lower() == "x_train" and "x_test" in keys and "y_test" in keys
+            else []
+        )
+        factor, notes = _conversion(archive, [pair[0], *test_keys], path)
+        meta.update(notes)
+        images = _images(archive, pair[0], path, factor)
         labels = _get(archive, pair[1], path)
         columns = None
-        if pair[0].lower() == "x_train" and "x_test" in keys and "y_test" in keys:
-            test_images = _images(archive, keys["x_test"], path)
+        if test_keys:
+            test_images = _images(archive, keys["x_test"], path, factor)
             test_labels = _get(archive, keys["y_test"], path)
             if test_images.shape[1:] != images.shape[1:]:
                 raise DataError(
@@ -205,34 +216,111 @@ def _read_header(member: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     return np.lib.format.read_array_header_2_0(member)
 
 
-def _images(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
-    """The images under ``key``, as ``(N, H, W[, C])``.
+def _streamable(member: BinaryIO) -> tuple[tuple[int, ...], np.dtype] | None:
+    """``(shape, dtype)`` of a C-ordered numeric image array whose data follows in
+    ``member``, or ``None`` when it has to be read whole (Fortran order, no images)."""
+    shape, fortran, dtype = _read_header(member)
+    if dtype.kind in "biuf" and not fortran and len(shape) in (2, 3, 4) and min(shape) > 0:
+        return tuple(int(s) for s in shape), dtype
+    return None
 
-    A C-ordered uint8 array is streamed out of the archive into a spool, a block at a
-    time (:mod:`pipeline.spool`), so an archive larger than memory loads. Other dtypes are
-    read whole: their conversion to uint8 depends on the whole array's range.
-    """
+
+def _member(archive: np.lib.npyio.NpzFile, key: str) -> BinaryIO:
     name = key + ".npy" if key + ".npy" in archive.zip.namelist() else key
+    return archive.zip.open(name)
+
+
+def _truncated(path: Path, key: str, shape: tuple[int, ...]) -> DataError:
+    return DataError(
+        f"{path}: array '{key}' claims shape {shape} but its data ends early; the archive "
+        f"is truncated or corrupt."
+    )
+
+
+def _unreadable(path: Path, key: str, exc: Exception) -> DataError:
+    return DataError(
+        f"{path}: array '{key}' could not be read; the archive is truncated or corrupt ({exc})."
+    )
+
+
+def _blocks(member: BinaryIO, shape: tuple[int, ...], dtype: np.dtype, path: Path, key: str):
+    """The array's images, :data:`~pipeline.spool.BLOCK_BYTES` of them at a time, each
+    block a read-only view of one reused buffer (valid until the next is read)."""
+    row = math.prod(shape[1:]) * dtype.itemsize
+    per_block = max(1, BLOCK_BYTES // row)
+    buf = memoryview(bytearray(per_block * row))
+    for start in range(0, shape[0], per_block):
+        want = min(per_block, shape[0] - start) * row
+        got = 0
+        while got < want:
+            k = member.readinto(buf[got:want])
+            if not k:
+                raise _truncated(path, key, shape)
+            got += k
+        yield np.frombuffer(buf[:want], dtype=dtype).reshape(-1, *shape[1:])
+
+
+def _conversion(
+    archive: np.lib.npyio.NpzFile, keys: list[str], path: Path
+) -> tuple[float | None, dict]:
+    """The uint8 conversion shared by the image arrays under ``keys`` (a Keras archive's
+    train and test images are scaled alike): ``(factor, notes)`` of
+    :meth:`PixelRange.conversion` after a first pass over their blocks; ``(1.0, {})`` for
+    uint8; ``(None, {})`` when one of them is read whole (the dataset builder converts)."""
+    pixels: PixelRange | None = None
     try:
-        with archive.zip.open(name) as member:
-            shape, fortran, dtype = _read_header(member)
-            if dtype == np.uint8 and not fortran and len(shape) in (2, 3, 4) and min(shape) > 0:
-                with ImageSpool(_image_shape(shape, path, key)) as spool:
-                    want = int(np.prod(shape, dtype=object))
-                    if spool.read_from(member, shape[0]) != want:
-                        raise DataError(
-                            f"{path}: array '{key}' claims shape {shape} but its data ends "
-                            f"early; the archive is truncated or corrupt."
-                        )
-                    return spool.finish()
+        for key in keys:
+            with _member(archive, key) as member:
+                found = _streamable(member)
+                if found is None:
+                    return None, {}
+                shape, dtype = found
+                if pixels is None:
+                    pixels = PixelRange(dtype, source=str(path))
+                if dtype != pixels.dtype:
+                    return None, {}
+                if dtype == np.uint8:
+                    continue
+                for block in _blocks(member, shape, dtype, path, key):
+                    pixels.add(block)
     except DataError:
         raise
     except ValueError:
-        pass  # a header numpy reads only in full (format 3.0): read it the usual way
+        return None, {}  # a header numpy reads only in full (format 3.0)
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-        raise DataError(
-            f"{path}: array '{key}' could not be read; the archive is truncated or corrupt ({exc})."
-        ) from exc
+        raise _unreadable(path, keys[0], exc) from exc
+    if pixels is None or pixels.dtype == np.uint8:
+        return 1.0, {}
+    return pixels.conversion()
+
+
+def _images(
+    archive: np.lib.npyio.NpzFile, key: str, path: Path, factor: float | None
+) -> np.ndarray:
+    """The images under ``key``, as ``(N, H, W[, C])``.
+
+    With a ``factor`` (:func:`_conversion`), the array is streamed into a spool a block at
+    a time (:mod:`pipeline.spool`) and converted to uint8 on the way; without, it is read
+    whole and left as it is.
+    """
+    if factor is not None:
+        try:
+            with _member(archive, key) as member:
+                found = _streamable(member)
+                if found is not None:
+                    shape, dtype = found
+                    with ImageSpool(_image_shape(shape, path, key)) as spool:
+                        if dtype == np.uint8:
+                            if spool.read_from(member, shape[0]) != math.prod(shape):
+                                raise _truncated(path, key, shape)
+                        else:
+                            pixels = PixelRange(dtype, source=str(path))
+                            for block in _blocks(member, shape, dtype, path, key):
+                                converted = pixels.convert(block, factor)
+                                spool.append(converted.reshape(len(block), *spool.image_shape))
+                        return spool.finish()
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+            raise _unreadable(path, key, exc) from exc
     arr = _get(archive, key, path)
     target = _image_shape(arr.shape, path, key)
     return arr.reshape(arr.shape[0], *target)
