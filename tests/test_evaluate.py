@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.datasets import load_digits
 from sklearn.metrics import accuracy_score
 
-from assay.models.judge import Judge, JudgeConfig
+from assay.models.judge import Judge, JudgeConfig, JudgeNet
 from assay.pipeline import evaluate
 
 
@@ -171,6 +172,13 @@ def test_judge_budget_follows_min_steps_up_to_max_epochs(digits):
 def test_judge_config_is_sized_from_the_image():
     assert JudgeConfig.for_data((28, 28), 10).image_shape == (1, 28, 28)
     assert JudgeConfig.for_data((32, 32, 3), 10).image_shape == (3, 32, 32)
+    # from 48 px a stride-2 stem: a 64 px judge has the 32 px judge's blocks (4x4 last map)
+    small, large = JudgeConfig.for_data((32, 32, 3), 10), JudgeConfig.for_data((64, 64, 3), 10)
+    assert (small.stem_stride, large.stem_stride) == (1, 2)
+    blocks = [sum(isinstance(m, torch.nn.MaxPool2d) for m in JudgeNet(c).body)
+              for c in (small, large)]  # fmt: skip
+    assert blocks == [3, 3]
+    assert JudgeNet(large).features(torch.zeros(2, 3, 64, 64)).shape == (2, 128)
     with pytest.raises(ValueError, match="`width` must be a positive integer"):
         JudgeConfig((1, 8, 8), 10, width=0)
 

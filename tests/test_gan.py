@@ -10,6 +10,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from assay.models.gan import (
+    CPU_WIDE_SIDE,
     DEFAULT_STEPS,
     SMALL_CPU_STEPS,
     SMALL_SIDE,
@@ -84,6 +85,9 @@ def test_config_budget_follows_image_size_and_device():
     assert edge.steps == SMALL_CPU_STEPS
     mnist = GANConfig.for_data((28, 28), 10, device="cpu")
     assert (mnist.steps, mnist.batch_size, mnist.lr_g) == (DEFAULT_STEPS, 64, 5e-4)
+    assert GANConfig.for_data((CPU_WIDE_SIDE, CPU_WIDE_SIDE, 3), 10, device="cpu").width == 32
+    assert GANConfig.for_data((64, 48, 3), 10, device="cpu").width == 16  # narrower past 32
+    assert GANConfig.for_data((64, 64, 3), 10, device="cuda").width == 64
     cuda = GANConfig.for_data((8, 8), 10, device="cuda")
     assert (cuda.steps, cuda.batch_size, cuda.width) == (DEFAULT_STEPS, 256, 64)
     assert GANConfig.for_data((8, 8), 10, device="cpu", steps=5, batch_size=7).steps == 5

@@ -75,6 +75,13 @@ def test_classifier_fits_every_size(hw, c):
 def test_classifier_gets_deeper_with_the_image():
     depth = {s: len(ClassifierConfig.for_images((1, s, s)).widths) for s in (8, 28, 32, 64, 96)}
     assert depth == {8: 2, 28: 2, 32: 2, 64: 3, 96: 3}
+    stem = {s: ClassifierConfig.for_images((1, s, s)).stem_stride for s in (32, 47, 48, 64)}
+    assert stem == {32: 1, 47: 1, 48: 2, 64: 2}
+    # 64 -> 32 (stride-2 stem) -> 16 -> 8 (pools, down to 8 px); 49 -> 25 -> 12 (min 8)
+    for hw, flat in (((64, 64), 64 * 8 * 8), ((49, 64), 64 * 12 * 16)):
+        net = SmallCNN(3, 10, hw, ClassifierConfig.for_images((1, *hw, 3)))
+        assert net.embed[2].in_features == flat
+        assert net(torch.zeros(2, 3, *hw))[0].shape == (2, 10)
 
 
 def test_classifier_save_load_round_trip():
