@@ -14,6 +14,16 @@ from assay.models.gan import GANConfig, GANTrainer
 from assay.models.threads import Stopped, side_by_side, stop_point
 
 
+@pytest.fixture(autouse=True)
+def _sigint_raises_keyboard_interrupt():
+    """Python's own SIGINT handler for each test: a process started with SIGINT ignored
+    (a background job of a non-interactive shell, as some CI runners start them) never
+    installs it, and the interrupt tests would then wait for jobs that are never stopped."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_main_after(seconds: float) -> threading.Timer:
     """SIGINT to the main thread after ``seconds`` (wakes it even inside a blocking wait)."""
     main = threading.main_thread().ident
