@@ -119,10 +119,11 @@ class PixelRange:
             return 255.0, notes
         return 1.0, notes
 
-    def convert(self, block: np.ndarray, factor: float) -> np.ndarray:
+    @staticmethod
+    def convert(block: np.ndarray, factor: float) -> np.ndarray:
         """One block as uint8 with the ``factor`` of :meth:`conversion`."""
         block = np.asarray(block)
-        if self.dtype.kind == "f":
+        if block.dtype.kind == "f":
             scaled = block * factor  # a copy in the block's dtype, rounded in place
             return np.rint(scaled, out=scaled).astype(np.uint8)
         out = block.astype(np.uint8)

@@ -268,6 +268,7 @@ def _conversion(
     :meth:`PixelRange.conversion` after a first pass over their blocks; ``(1.0, {})`` for
     uint8; ``(None, {})`` when one of them is read whole (the dataset builder converts)."""
     pixels: PixelRange | None = None
+    key = keys[0]
     try:
         for key in keys:
             with _member(archive, key) as member:
@@ -288,7 +289,7 @@ def _conversion(
     except ValueError:
         return None, {}  # a header numpy reads only in full (format 3.0)
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-        raise _unreadable(path, keys[0], exc) from exc
+        raise _unreadable(path, key, exc) from exc
     if pixels is None or pixels.dtype == np.uint8:
         return 1.0, {}
     return pixels.conversion()
@@ -314,9 +315,8 @@ def _images(
                             if spool.read_from(member, shape[0]) != math.prod(shape):
                                 raise _truncated(path, key, shape)
                         else:
-                            pixels = PixelRange(dtype, source=str(path))
                             for block in _blocks(member, shape, dtype, path, key):
-                                converted = pixels.convert(block, factor)
+                                converted = PixelRange.convert(block, factor)
                                 spool.append(converted.reshape(len(block), *spool.image_shape))
                         return spool.finish()
         except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
