@@ -38,9 +38,12 @@ detecting again). For every family held out, the image rule (a threshold per out
 source, each a quantile of half of the clean images, the union's clean false-positive
 rate kept within 1 %) and the VAE score variant are chosen on the *other* families and
 reported on the held-out one, with the clean false-positive rate on the other half of
-the clean images. One JSON line: per family AUROC of ``outlier_score``, ``vae_score``
-and each source, ``is_dirty`` recall (the detection's own flags) and the tuned rule's
-recall, and the targets met or not. ``--label-count`` compares the rules for how many
+the clean images; so is the threshold of ``outlier_evidence`` (``is_outlier``'s rule in
+:mod:`pipeline.detect.combine`: the best mean recall on the other families within a clean
+false-positive rate of 0.8 % on the first half). One JSON line: per family AUROC of
+``outlier_score``, ``vae_score`` and each source, ``is_dirty`` recall (the detection's own
+flags), the tuned rule's and the chosen evidence threshold's recall, and the targets met
+or not. ``--label-count`` compares the rules for how many
 labels to flag (flagged / true count and F1 at 5 to 50 % noise).
 
 The colour scenarios recolour the MNIST test set (:func:`recolour`: every image its own
@@ -481,7 +484,11 @@ LOFO_TARGETS = {
 }
 #: Per-sample columns kept from each detection run (the scores the rules are chosen on).
 _KEPT = ("outlier_score", "vae_score", "knn_outlier_score", "image_property_score",
-         "is_dirty", "is_outlier", "is_label_issue")  # fmt: skip
+         "is_dirty", "is_outlier", "is_label_issue", "outlier_evidence")  # fmt: skip
+#: Clean false-positive budget, on the selection half, of the chosen evidence threshold.
+EVIDENCE_FPR_BUDGET = 0.008
+#: Candidate thresholds of ``outlier_evidence`` (``is_outlier``'s rule, see combine).
+_EVIDENCE_THRESHOLDS = tuple(round(0.9 + 0.05 * i, 2) for i in range(43))  # 0.9 .. 3.0
 #: Candidate per-source thresholds, as quantiles of the clean selection half.
 _QUANTILES = (0.0, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01)
 _SOURCES = ("knn_outlier_score", "vae_score", "image_property_score")
@@ -596,6 +603,32 @@ def choose_image_rule(
     return best
 
 
+def _evidence_rule(s: dict[str, np.ndarray], threshold: float) -> np.ndarray:
+    """``is_dirty`` with ``is_outlier`` taken as ``outlier_evidence > threshold`` or an
+    image property's own flag (combine's rule at another threshold)."""
+    outlier = (s["outlier_evidence"] > threshold) | (s["image_property_score"] < 0.5)
+    return outlier | (s["is_dirty"] & ~s["is_outlier"])
+
+
+def choose_evidence_threshold(
+    s: dict[str, np.ndarray], train: np.ndarray, select_clean: np.ndarray
+) -> float:
+    """The ``outlier_evidence`` threshold with the best mean per-family ``is_dirty`` recall
+    over the ``train`` families' samples, within :data:`EVIDENCE_FPR_BUDGET` on
+    ``select_clean``."""
+    fams = sorted(set(s["family"][train]) - {"clean"})
+    best, best_key = _EVIDENCE_THRESHOLDS[-1], (-1.0, 0.0)
+    for t in _EVIDENCE_THRESHOLDS:
+        flag = _evidence_rule(s, t)
+        fpr = float(flag[select_clean].mean())
+        if fpr > EVIDENCE_FPR_BUDGET:
+            continue
+        key = (float(np.mean([flag[s["family"] == f].mean() for f in fams])), -fpr)
+        if key > best_key:
+            best, best_key = t, key
+    return best
+
+
 def choose_vae_variant(s: dict[str, np.ndarray], train_mask: np.ndarray) -> str:
     """The VAE score variant with the best mean per-family AUROC on the train families."""
     fams = sorted(set(s["family"][train_mask]) - {"clean"})
@@ -626,6 +659,15 @@ def lofo_report(s: dict[str, np.ndarray]) -> dict[str, Any]:
         tuned_image = _image_rule(s, th)
         tuned_dirty = tuned_image | (s["is_dirty"] & ~s["is_outlier"])
         variant = choose_vae_variant(s, train)
+        evidence = {}
+        if "outlier_evidence" in s:  # absent from caches written before it was kept
+            t = choose_evidence_threshold(s, train, select_clean)
+            chosen = _evidence_rule(s, t)
+            evidence = {
+                "evidence_threshold": t,
+                "evidence_recall": round(float(chosen[held].mean()), 4),
+                "evidence_clean_fpr": round(float(chosen[report_clean].mean()), 4),
+            }
         rows[f] = {
             "n": int(held.sum()),
             "outlier_auroc": round(_auroc(s["outlier_score"][zone], held[zone]), 4),
@@ -639,6 +681,7 @@ def lofo_report(s: dict[str, np.ndarray]) -> dict[str, Any]:
             "tuned_recall": round(float(tuned_dirty[held].mean()), 4),
             "tuned_clean_fpr": round(float(tuned_dirty[report_clean].mean()), 4),
             "tuned_image_clean_fpr": round(float(tuned_image[report_clean].mean()), 4),
+            **evidence,
         }
     def col(k: str) -> np.ndarray:
         return np.array([r[k] for r in rows.values()], dtype=float)
@@ -661,6 +704,10 @@ def lofo_report(s: dict[str, np.ndarray]) -> dict[str, Any]:
         "tuned_clean_fpr_max": round(float(np.max(col("tuned_clean_fpr"))), 4),
         "detection_seconds": [round(float(x), 1) for x in s["seconds"]],
     }
+    if "outlier_evidence" in s:
+        summary["evidence_thresholds"] = sorted({r["evidence_threshold"] for r in rows.values()})
+        summary["evidence_recall_mean"] = round(float(np.mean(col("evidence_recall"))), 4)
+        summary["evidence_clean_fpr_max"] = round(float(np.max(col("evidence_clean_fpr"))), 4)
     got = {
         "is_dirty_recall_min": summary["is_dirty_recall_min"],
         "clean_fpr_max": summary["is_dirty_clean_fpr"],

@@ -342,3 +342,28 @@ def test_folds_trained_one_by_one_assemble_to_out_of_fold(small, tmp_path):
             detectors=["label", "knn_outlier"],
         )  # fmt: skip
     assert result.summary["oof_accuracy"] == pytest.approx(whole.accuracy)
+
+
+def test_label_runs_counts_runs_against_a_random_order():
+    from assay.pipeline.detect.datalab import label_runs
+
+    runs, expected = label_runs(np.array([0, 0, 1, 1, 2]))
+    # P(two samples differ) = 1 - (2*1 + 2*1 + 0) / (5*4) = 0.8
+    assert runs == 3 and expected == pytest.approx(1 + 4 * 0.8)
+    assert label_runs(np.array([3])) == (1, 1.0)
+
+
+def test_non_iid_summary_says_when_class_order_explains_it(digits):
+    """Read class by class (as an image folder is), the digits look non-iid, and the
+    summary names the order; the same images in their own order do not."""
+    base = digits.subset(np.arange(300))
+    order = np.argsort(base.labels, kind="stable")
+    by_class = Dataset.create(base.images[order], base.labels[order], base.class_names)
+    results = {}
+    for name, ds in (("by_class", by_class), ("own", base)):
+        run = run_detection(ds, out_dir=None, detectors=["non_iid"], folds=3, progress=False)
+        results[name] = run.results["non_iid"]
+    assert "ordered by class (10 runs of one label" in results["by_class"].summary
+    assert results["by_class"].info["ordered_by_class"] is True
+    assert "ordered by class" not in results["own"].summary
+    assert results["own"].info["ordered_by_class"] is False

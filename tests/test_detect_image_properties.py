@@ -262,10 +262,12 @@ def test_gamma_changed_strokes_have_an_unusual_histogram():
     images[idx] = corrupt(images[idx], "gamma", severity=3, seed=1)
     bad = np.isin(np.arange(len(images)), idx)
     table, _ = score_image_properties(images)
-    older = table[[f"score_{k}" for k in KINDS if k not in ("blank", "unusual_histogram")]]
+    older = table[[f"score_{k}" for k in ("dark", "light", "low_information", "noisy", "blurry")]]
     assert roc_auc_score(bad, -table["score_unusual_histogram"]) >= 0.9
     assert roc_auc_score(bad, -older.min(axis=1)) < 0.8
-    assert not table["flag"].to_numpy()[~bad].any()
+    assert not (table["score_unusual_histogram"].to_numpy()[~bad] < 0.5).any()
+    # strokes of random length: the shortest few are far from the others' extent
+    assert table["flag"].to_numpy()[~bad].mean() <= 0.005
 
 
 def test_a_reference_run_does_not_score_histograms():
@@ -316,4 +318,79 @@ def test_grain_inside_strokes_is_relative_noise_not_edge_energy():
     assert roc_auc_score(bad, m["hf_energy"]) < 0.7
     table, _ = score_image_properties(images)
     assert roc_auc_score(bad, -table["score_noisy"]) >= 0.75
-    assert not table["flag"].to_numpy()[~bad].any()
+    assert not (table["score_noisy"].to_numpy()[~bad] < 0.5).any()
+    assert table["flag"].to_numpy()[~bad].mean() <= 0.005  # a short stroke: odd_extent
+
+
+# ----------------------------------------------------------------------------- placement
+def test_placement_measures_exact_on_hand_made_images():
+    """Centre in image heights / widths from the centre; extent = log of the content's
+    radius of gyration; colour content is weighted by its distance from the paper."""
+    from assay.pipeline.detect.image_properties import _geometry
+
+    dot = np.zeros((1, 5, 5), dtype=np.uint8)
+    dot[0, 1, 3] = 200
+    cy, cx, _ = _geometry(dot)
+    assert (cy[0], cx[0]) == pytest.approx((-1 / 5, 1 / 5))
+
+    pair = np.zeros((2, 8, 8), dtype=np.uint8)
+    pair[0, 4, [1, 5]] = 255  # two dots 4 px apart along a row: radius 2 px = 2 / 8
+    pair[1, [0, 4], 2] = 255  # the same along a column
+    cy, cx, extent = _geometry(pair)
+    assert extent == pytest.approx([np.log(2 / 8)] * 2, abs=1e-5)
+    assert cx[0] == pytest.approx((3 - 3.5) / 8) and cy[1] == pytest.approx((2 - 3.5) / 8)
+
+    paper, ink = np.array([20, 40, 200], np.uint8), np.array([230, 30, 30], np.uint8)
+    colour = np.broadcast_to(paper, (1, 5, 5, 3)).copy()
+    colour[0, 1, 3] = ink
+    assert [v[0] for v in _geometry(colour)[:2]] == pytest.approx([-1 / 5, 1 / 5])
+    blank = np.full((1, 4, 4), 9, dtype=np.uint8)
+    assert np.isfinite(np.concatenate(_geometry(blank))).all()
+
+
+def _framed_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits at 3x (24 px), on a 36 px black frame: room to move and shrink."""
+    ds = _digits(3)
+    images = np.pad(ds.images, ((0, 0), (6, 6), (6, 6)))
+    return images, ds.labels
+
+
+def test_shifted_and_shrunk_images_are_flagged_within_their_class():
+    from scipy import ndimage
+
+    images, labels = _framed_digits()
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(images), size=40, replace=False)
+    shifted, shrunk = idx[:20], idx[20:]
+    images = images.copy()
+    for i in shifted:
+        images[i] = np.roll(images[i], (6 * rng.choice([-1, 1]), 6 * rng.choice([-1, 1])),
+                            axis=(0, 1))  # fmt: skip
+    for i in shrunk:
+        small = ndimage.zoom(images[i, 6:30, 6:30].astype(float), 0.6, order=1)
+        frame = np.zeros((36, 36))
+        o = (36 - small.shape[0]) // 2
+        frame[o : o + small.shape[0], o : o + small.shape[1]] = small
+        images[i] = np.clip(frame, 0, 255).astype(np.uint8)
+
+    table, _ = score_image_properties(images, classes=labels)
+    kind = table["kind"].to_numpy()
+    assert (kind[shifted] == "off_centre").mean() >= 0.9
+    assert (kind[shrunk] == "odd_extent").mean() >= 0.9
+    clean = np.setdiff1d(np.arange(len(images)), idx)
+    assert table["flag"].to_numpy()[clean].mean() <= 0.005
+
+
+def test_placement_is_judged_within_the_given_classes():
+    """A "1" is narrow and a "0" wide: judged against the 0s, a 1's extent is odd; judged
+    within its own class (the classifier's prediction for a mislabelled 1), it is not."""
+    images, labels = _framed_digits()
+    ones = np.flatnonzero(labels == 1)[:8]
+    wrong = labels.copy()
+    wrong[ones] = 0  # 1s labelled as 0s
+    pooled = score_image_properties(images, classes=wrong)[0]["score_odd_extent"].to_numpy()
+    own = score_image_properties(images, classes=labels)[0]["score_odd_extent"].to_numpy()
+    assert (own[ones] > 0.5).all()
+    assert np.median(pooled[ones]) < np.median(own[ones])
+    with pytest.raises(ValueError, match="classes"):
+        score_image_properties(images, classes=labels[:-1])
