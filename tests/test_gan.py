@@ -14,14 +14,9 @@ from assay.models.gan import (
     DEFAULT_STEPS,
     SMALL_CPU_STEPS,
     SMALL_SIDE,
-    Discriminator,
     GANConfig,
     GANTrainer,
-    Generator,
-    diff_augment,
-    layout,
     load_generator,
-    minibatch_stddev,
 )
 from assay.models.gan_losses import (
     check_transition,
@@ -30,6 +25,13 @@ from assay.models.gan_losses import (
     mode_seeking_loss,
     noisy_cross_entropy,
     noisy_labels,
+)
+from assay.models.gan_networks import (
+    Discriminator,
+    Generator,
+    diff_augment,
+    layout,
+    minibatch_stddev,
 )
 
 TINY = {"width": 8, "z_dim": 16, "batch_size": 32, "log_every": 10}

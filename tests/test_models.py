@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from assay.models.classifier import Classifier, ClassifierConfig, SmallCNN
-from assay.models.gan import Discriminator, GANConfig, GANTrainer, Generator, layout
+from assay.models.gan import GANConfig, GANTrainer
+from assay.models.gan_networks import Discriminator, Generator, layout
 from assay.models.tensors import scale_uint8, to_tensor, to_uint8
 from assay.models.vae import VAE, VAEConfig, build_vae
 
