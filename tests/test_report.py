@@ -322,3 +322,12 @@ def test_opens_in_headless_chromium(rendered, tmp_path: Path) -> None:
     page_errors = [line for line in proc.stderr.splitlines()
                    if re.search(r"CONSOLE|Uncaught|ERR_|Failed to load", line)]
     assert page_errors == []
+
+
+def test_dataset_level_findings_carry_their_detectors_words(rendered) -> None:
+    """The non-iid row says what the test found (and, for data read class by class, that
+    the order explains it): the detector's own summary of this run, escaped."""
+    run, html, page = rendered
+    said = run.detection_summary().detectors["non_iid"].summary
+    assert said.startswith("non-iid: ")
+    assert said in page.text("issues")

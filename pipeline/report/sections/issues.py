@@ -106,9 +106,12 @@ def build(inputs: ReportInputs, stage: dict[str, Any], *, gallery_size: int,
     rows, galleries, scores = [], [], {}
     for t in types:
         count = int(flags[t.key].sum())
+        level = t.key in summary.dataset_level
+        # a dataset-level finding is read with its detector's own words (the non-iid test
+        # says when class order alone explains it)
+        note = summary.detectors[t.key].summary if level and t.key in summary.detectors else None
         rows.append({"title": t.title, "count": fmt_int(count), "share": share(count, n),
-                     "anchor": f"gallery-{t.key}",
-                     "dataset_level": t.key in summary.dataset_level})
+                     "anchor": f"gallery-{t.key}", "dataset_level": level, "note": note})
         if t.score is not None:
             scores[t.title] = (issues[t.score].to_numpy(dtype=float), flags[t.key])
         galleries.append(_gallery(inputs, t, types, flags, gallery_size))
