@@ -324,20 +324,24 @@ def test_grain_inside_strokes_is_relative_noise_not_edge_energy():
 
 # ----------------------------------------------------------------------------- placement
 def test_placement_measures_exact_on_hand_made_images():
-    """Centre in image heights / widths from the centre; extent = log of the content's
-    radius of gyration; colour content is weighted by its distance from the paper."""
+    """Centre in image heights / widths from the centre; extents = logs of the content's
+    radius of gyration and of its radius along the major axis; colour content is weighted
+    by its distance from the paper."""
     from assay.pipeline.detect.image_properties import _geometry
 
     dot = np.zeros((1, 5, 5), dtype=np.uint8)
     dot[0, 1, 3] = 200
-    cy, cx, _ = _geometry(dot)
+    cy, cx, _, _ = _geometry(dot)
     assert (cy[0], cx[0]) == pytest.approx((-1 / 5, 1 / 5))
 
-    pair = np.zeros((2, 8, 8), dtype=np.uint8)
+    pair = np.zeros((3, 8, 8), dtype=np.uint8)
     pair[0, 4, [1, 5]] = 255  # two dots 4 px apart along a row: radius 2 px = 2 / 8
     pair[1, [0, 4], 2] = 255  # the same along a column
-    cy, cx, extent = _geometry(pair)
-    assert extent == pytest.approx([np.log(2 / 8)] * 2, abs=1e-5)
+    pair[2, 2, [1, 5]] = pair[2, 6, [1, 5]] = 255  # the corners of a 4 px square
+    cy, cx, extent, major = _geometry(pair)
+    # a line: both radii 2 px; the square: gyration sqrt(2) * 2 px, major axis 2 px
+    assert extent == pytest.approx(np.log([2 / 8, 2 / 8, np.sqrt(2) * 2 / 8]), abs=1e-5)
+    assert major == pytest.approx(np.log([2 / 8] * 3), abs=1e-5)
     assert cx[0] == pytest.approx((3 - 3.5) / 8) and cy[1] == pytest.approx((2 - 3.5) / 8)
 
     paper, ink = np.array([20, 40, 200], np.uint8), np.array([230, 30, 30], np.uint8)
