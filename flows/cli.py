@@ -569,10 +569,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             termination.phase = "closing"
     except KeyboardInterrupt:
+        _forget_interrupt()
         code = _interrupted(terminated=termination.seen)
     except BaseException as exc:
         if not (termination.seen or _is_termination(exc)):
             raise
+        _forget_interrupt()
         code = _interrupted(terminated=True)
     else:
         if termination.seen:  # landed after the command's own outcome was decided
@@ -584,6 +586,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 signal.signal(signal.SIGTERM, previous)
     return code
+
+
+def _forget_interrupt() -> None:
+    """Clear CPython's note of a KeyboardInterrupt that left code run from source text.
+
+    CPython notes a KeyboardInterrupt that leaves code it runs from a string (``exec`` of
+    source text, as :mod:`dataclasses` and other libraries do while they are imported) and,
+    in a process started as ``python -m assay.flows.cli``, ends the process by SIGINT after
+    it has exited, whatever exit code it chose (``Py_RunMain``). The SIGTERM handler
+    raises KeyboardInterrupt, so a SIGTERM that landed inside such code, while the
+    command was still importing, turned the exit code 143 into death by SIGINT. Source
+    text that runs to its end clears the note.
+    """
+    exec("pass")
 
 
 def _interrupted(*, terminated: bool) -> int:

@@ -89,3 +89,29 @@ def test_inject_bad_rate_exits_2(tmp_path, capsys):
     assert main(["inject", "--data", "digits", "--config", str(cfg), "--out", str(out)]) == 2
     assert "label_noise" in capsys.readouterr().err
     assert not out.exists()
+
+
+# A stand-in for the command's work: a SIGTERM lands while code runs from source text
+# (as when a dataclass is created during an import), then the command goes on working.
+_TERM_INSIDE_EXEC = '''
+import sys
+import assay.flows.cli as cli
+
+def work(argv):
+    exec("import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\ntime.sleep(30)")
+    return 0
+
+cli._main = work
+if __name__ == "__main__":
+    sys.exit(cli.main())
+'''
+
+
+def test_sigterm_inside_source_text_exits_143_under_python_m(tmp_path):
+    """`python -m` ends a process by SIGINT after a KeyboardInterrupt left code run from a
+    string, even one the program caught; the command's SIGTERM handler raises one."""
+    (tmp_path / "term_inside_exec.py").write_text(_TERM_INSIDE_EXEC)
+    proc = subprocess.run([sys.executable, "-m", "term_inside_exec"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 143, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stderr.strip().splitlines()[-1].startswith("assay: terminated;")
