@@ -75,6 +75,18 @@ most :data:`TONE_REFERENCE` images (a seeded random subset), so the search costs
 judged against the training data's statistics), the training histograms are not at hand
 and the property is not scored.
 
+Two measures were tried for the families that stay weak (posterize; shot and speckle
+noise) and not added. The number of grey levels an image uses separates posterized
+images well (7 levels at severity 3 against a median of 73), but the real MNIST test set
+already holds images quantised the same way: 381 of its 10,000 use exactly the five
+levels 0, 64, 128, 191 and 255, and 134 exactly ten, spread over the whole set, so the
+property would call 5 % of real, clean data odd. A measure of holes in the strokes (the
+depth of pixels darker than all four neighbours, or a grey closing's residual, over the
+ink), on 300 corrupted against the 10,000 clean MNIST images, ranked speckle noise at
+AUROC 0.94 and shot noise at 0.88 with 46 % and 21 % of them past the clean images'
+99.9th percentile: below the ranking relative noise gives on its own (0.98 and 0.96 on
+the leave-one-family-out benchmark).
+
 The placement properties ask whether the content sits where, and is as large as, the
 content of the image's class usually is: a wrong crop or zoom, a shifted scan, a digit
 drawn small in its box. The content is weighted by each pixel's colour distance from the
