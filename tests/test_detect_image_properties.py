@@ -327,7 +327,11 @@ def test_placement_measures_exact_on_hand_made_images():
     """Centre in image heights / widths from the centre; extents = logs of the content's
     radius of gyration and of its radius along the major axis; colour content is weighted
     by its distance from the paper."""
-    from assay.pipeline.detect.image_properties import _geometry
+    from assay.pipeline.detect.image_properties import _geometry as _on_ink
+    from assay.pipeline.detect.image_properties import _paper_distance
+
+    def _geometry(images):
+        return _on_ink(_paper_distance(images))
 
     dot = np.zeros((1, 5, 5), dtype=np.uint8)
     dot[0, 1, 3] = 200
@@ -398,3 +402,50 @@ def test_placement_is_judged_within_the_given_classes():
     assert np.median(pooled[ones]) < np.median(own[ones])
     with pytest.raises(ValueError, match="classes"):
         score_image_properties(images, classes=labels[:-1])
+
+
+# ----------------------------------------------------------------------------- contrast
+def test_contrast_measure_exact_on_hand_made_images():
+    """log(1 + the 99.5th percentile of the colour distances from the border's median)."""
+    grey = np.zeros((1, 10, 10), dtype=np.uint8)
+    grey[0, 3:7, 3:7] = 120
+    colour = np.zeros((1, 10, 10, 3), dtype=np.uint8)
+    colour[...] = (200, 200, 200)  # light paper
+    colour[0, 3:7, 3:7] = (200, 200, 80)  # blue-less ink: a distance of 120
+    m = image_property_measures(np.concatenate([grey[..., None].repeat(3, axis=3), colour]))
+    np.testing.assert_allclose(m["contrast"], [np.log1p(120 * np.sqrt(3)), np.log1p(120)])
+
+
+def test_faded_images_are_low_contrast_whatever_the_colours_and_the_dataset_share():
+    """Ink faded towards the image's mean (the ``contrast`` corruption), in 5 % of a set of
+    strokes in random ink and paper colours: flagged as low contrast, judged against the
+    whole data (not masked by one another as a cluster of look-alikes is by a local
+    density), and the full-contrast images are not."""
+    from assay.pipeline.inject.corruptions import corrupt
+
+    rng = np.random.default_rng(3)
+    strokes = _strokes(400, seed=3).astype(np.float32) / 255.0  # (N, H, W) ink share
+    ink = rng.uniform(0, 70, (len(strokes), 1, 1, 3))  # dark inks on light papers
+    paper = rng.uniform(185, 255, (len(strokes), 1, 1, 3))
+    flip = rng.random(len(strokes)) < 0.5  # or light inks on dark papers
+    ink[flip], paper[flip] = 255 - ink[flip], 255 - paper[flip]
+    images = np.rint(paper + (ink - paper) * strokes[..., None]).astype(np.uint8)
+    faded = np.sort(rng.choice(len(images), 20, replace=False))
+    images[faded] = corrupt(images[faded], "contrast", severity=3, seed=1)
+    table, _ = score_image_properties(images)
+    bad = np.isin(np.arange(len(images)), faded)
+    assert (table["kind"].to_numpy()[bad] == "low_contrast").mean() >= 0.9
+    assert not (table["score_low_contrast"].to_numpy()[~bad] < 0.5).any()
+
+
+def test_blank_is_judged_in_the_channel_of_most_contrast():
+    """Red ink on green paper of the same grey level is a drawing, not a blank image."""
+    images = np.zeros((60, 12, 12, 3), dtype=np.uint8)
+    images[..., 1] = 120  # green paper
+    images[:, 3:9, 5:7] = (120, 0, 0)  # a red bar of the same grey (40): grey std 0
+    images[0] = (30, 200, 90)  # one constant image
+    m = image_property_measures(images)
+    assert m["std"].iloc[1] == pytest.approx(0.0)
+    table, _ = score_image_properties(images)
+    assert table["kind"].iloc[0] == "blank"
+    assert not (table["kind"].iloc[1:] == "blank").any()

@@ -1,5 +1,5 @@
-"""Image-property issues: blank, too dark, too light, low information, extreme noise, blur,
-an unusual grey-level histogram.
+"""Image-property issues: blank, too dark, too light, low contrast, low information, extreme
+noise, blur, an unusual grey-level histogram, content off centre or of an odd size.
 
 Each image is measured with a few whole-array numpy operations (no Python loop over
 samples), on its grey level (the channel mean for colour images):
@@ -7,10 +7,13 @@ samples), on its grey level (the channel mean for colour images):
 ===============  ==========================================  ===========================
 property         measure                                      issue when
 ===============  ==========================================  ===========================
-blank            standard deviation of the pixels             below ``blank_std`` grey
-                                                              levels (absolute floor)
+blank            standard deviation of the pixels, in the     below ``blank_std`` grey
+                 channel of largest one                       levels (absolute floor)
 dark / light     mean grey level                              robust z below ``-k`` /
                                                               above ``+k``
+low_contrast     log of 1 + the 99.5th percentile of the      robust z below ``-k``
+                 pixels' colour distance from the paper
+                 (the median of the border pixels)
 low_information  Shannon entropy of the 256-bin histogram     robust z below ``-k``
 noisy            mean absolute 4-neighbour Laplacian          robust z of either above
                  (high-frequency energy); log of Immerkaer's  ``+k``
@@ -75,6 +78,23 @@ most :data:`TONE_REFERENCE` images (a seeded random subset), so the search costs
 judged against the training data's statistics), the training histograms are not at hand
 and the property is not scored.
 
+The contrast property asks whether the ink stands out from the paper as much as in
+the rest of the data: a faded scan, an underexposed photo, ink washed towards its mean.
+Contrast is the 99.5th percentile of the pixels' colour distances from the paper (the
+median of the border pixels, per channel), so ink and paper may have any colours, and
+the few most distant pixels, not the ink's area, decide it. Unlike the histogram property
+it is judged against the whole data, so faded images are found however many there are:
+with 5 % of 3,000 MNIST test images faded (the ``contrast`` corruption at severity 3, all
+of them alike, so that each one's 20 nearest histograms are other faded images) the image
+properties ranked them at AUROC 0.623 without it and 1.0 with it, and ``is_dirty`` recall
+went 0.84 -> 1.0 (clean false-positive rate 0.74 % both); for 5 % motion-blurred
+images, whose strokes it also sees fainter, recall went 0.52 -> 0.66. On the
+leave-one-family-out benchmark (33 families, about 14 images each, seed 0) it changed
+little: mean ``is_dirty`` recall 0.739 -> 0.741 (motion blur 0.71 -> 0.79), the clean
+false-positive rate 0.58 % both, ``outlier_score`` AUROC mean 0.964 both. It flags none
+of the 10,000 real MNIST test images and none of their recoloured copies. A dark or
+light image has less contrast too; it is reported as dark or light.
+
 Two measures were tried for the families that stay weak (posterize; shot and speckle
 noise) and not added. The number of grey levels an image uses separates posterized
 images well (7 levels at severity 3 against a median of 73), but the real MNIST test set
@@ -119,7 +139,11 @@ Scores follow the project's convention (in [0, 1], lower = more likely an issue)
 property with a directed robust z ``d`` (positive towards the issue) the score is
 ``2 ** (-max(d, 0) / k)``: 1 for a typical image, exactly 0.5 at the threshold, so an image
 is flagged if and only if its score is below 0.5. A blank image scores
-``0.5 * std / blank_std`` (0 for a constant image). The sample's score is the lowest of its
+``0.5 * channel_std / blank_std`` (0 for a constant image). Blankness is judged in the
+channel of largest standard deviation, not in the grey level: ink and paper that differ
+in hue but hardly in grey are not blank (the recoloured MNIST test set, random ink and
+paper colours: 10 of its 10,000 images were "blank" by their grey standard deviation, 0
+by the channel's). The sample's score is the lowest of its
 property scores and ``image_property_kind`` names that property ("" when not flagged).
 
 Size, aspect ratio and colour are checked on the original files, when the dataset came
@@ -165,8 +189,8 @@ __all__ = [
     "detect_image_property",
 ]
 
-KINDS = ("blank", "dark", "light", "low_information", "noisy", "blurry", "unusual_histogram",
-         "off_centre", "odd_extent")  # fmt: skip
+KINDS = ("blank", "dark", "light", "low_contrast", "low_information", "noisy", "blurry",
+         "unusual_histogram", "off_centre", "odd_extent")  # fmt: skip
 #: Measures of the content's placement, judged within each class (module docstring).
 GEOMETRY = ("centre_y", "centre_x", "extent", "major_extent")
 #: A class with fewer samples is judged against the whole dataset's placement statistics.
@@ -180,9 +204,11 @@ _GREY_FILE_MODES = frozenset({"1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N",
 
 #: Smallest scale (1.4826 * MAD) allowed per measure, in the measure's units (``tones``:
 #: the log of the histogram distance, a 5 % change).
-_SCALE_FLOOR = {"brightness": 2.0, "entropy": 0.05, "hf_energy": 1.0, "sharpness": 0.02,
-                "relative_noise": 0.05, "tones": 0.05, "centre_y": 0.01, "centre_x": 0.01,
-                "extent": 0.02, "major_extent": 0.02}  # fmt: skip
+_SCALE_FLOOR = {"brightness": 2.0, "contrast": 0.05, "entropy": 0.05, "hf_energy": 1.0,
+                "sharpness": 0.02, "relative_noise": 0.05, "tones": 0.05, "centre_y": 0.01,
+                "centre_x": 0.01, "extent": 0.02, "major_extent": 0.02}  # fmt: skip
+#: Quantile of the colour distances from the paper that measures an image's contrast.
+CONTRAST_QUANTILE = 0.995
 #: Bins of the coarse grey-level histogram of ``unusual_histogram`` (16 grey levels each).
 TONE_BINS = 16
 #: Neighbours whose histograms an image's is compared with.
@@ -231,12 +257,15 @@ def image_property_measures(images: np.ndarray, *, chunk: int = 8192) -> pd.Data
     -------
     DataFrame with N rows and float columns
         ``brightness`` (mean grey, 0..255), ``std`` (grey standard deviation),
-        ``entropy`` (bits, 0..8, of the 256-bin grey histogram), ``hf_energy`` (mean
-        absolute 4-neighbour Laplacian, grey levels; edges replicated) and ``sharpness``
-        (``log((hf_energy + 1) / (std + 1))``), ``relative_noise`` (``log((sigma + 1) /
-        (std_c + 1))`` with Immerkaer's noise estimate ``sigma`` and the standard
-        deviation ``std_c`` of the channel of largest standard deviation; 0 for images
-        under 3 px).
+        ``channel_std`` (the largest of the channels' standard deviations; ``std`` for
+        greyscale images),
+        ``contrast`` (``log(1 + q)``, ``q`` the :data:`CONTRAST_QUANTILE` quantile of the
+        pixels' colour distances from the paper), ``entropy`` (bits, 0..8, of the 256-bin
+        grey histogram), ``hf_energy`` (mean absolute 4-neighbour Laplacian, grey levels;
+        edges replicated) and ``sharpness`` (``log((hf_energy + 1) / (std + 1))``),
+        ``relative_noise`` (``log((sigma + 1) / (std_c + 1))`` with Immerkaer's noise
+        estimate ``sigma`` and the standard deviation ``std_c`` of the channel of largest
+        standard deviation; 0 for images under 3 px).
     """
     return _measure(_checked(images), chunk=chunk)[0]
 
@@ -254,8 +283,8 @@ def _measure(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarra
         raise ValueError(f"`chunk` must be >= 1. Got {chunk} instead.")
     n = images.shape[0]
     out = {k: np.empty(n, dtype=np.float64)
-           for k in ("brightness", "std", "entropy", "hf_energy", "relative_noise",
-                     *GEOMETRY)}  # fmt: skip
+           for k in ("brightness", "std", "channel_std", "contrast", "entropy", "hf_energy",
+                     "relative_noise", *GEOMETRY)}  # fmt: skip
     tones = np.empty((n, TONE_BINS), dtype=np.float64)
     for lo in range(0, n, chunk):
         block = np.asarray(images[lo : lo + chunk])  # read once: the images may be mapped
@@ -264,6 +293,8 @@ def _measure(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarra
         flat = g.reshape(b, -1)  # (B, H*W)
         out["brightness"][lo : lo + b] = flat.mean(axis=1)
         out["std"][lo : lo + b] = flat.std(axis=1)
+        channels = block.reshape(b, -1, block.shape[3]) if block.ndim == 4 else flat[..., None]
+        out["channel_std"][lo : lo + b] = channels.std(axis=1, dtype=np.float64).max(axis=1)
 
         levels = np.clip(np.rint(flat), 0, 255).astype(np.int64)  # (B, H*W)
         offsets = (np.arange(b, dtype=np.int64) * 256)[:, None]
@@ -284,7 +315,11 @@ def _measure(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarra
         )  # (B, H, W)
         out["hf_energy"][lo : lo + b] = np.abs(lap).reshape(b, -1).mean(axis=1)
         out["relative_noise"][lo : lo + b] = _relative_noise(block)
-        for name, values in zip(GEOMETRY, _geometry(block), strict=True):
+        ink = _paper_distance(block)  # (B, H, W)
+        out["contrast"][lo : lo + b] = np.log1p(
+            np.quantile(ink.reshape(b, -1), CONTRAST_QUANTILE, axis=1)
+        )
+        for name, values in zip(GEOMETRY, _geometry(ink), strict=True):
             out[name][lo : lo + b] = values
     out["sharpness"] = np.log((out["hf_energy"] + 1.0) / (out["std"] + 1.0))
     return pd.DataFrame(out), tones
@@ -312,21 +347,26 @@ def _relative_noise(block: np.ndarray) -> np.ndarray:
     return out
 
 
-def _geometry(block: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``(centre_y, centre_x, extent, major_extent)`` per image of a uint8 block (module
-    docstring).
+def _paper_distance(block: np.ndarray) -> np.ndarray:
+    """Each pixel's colour distance from the paper (the per-channel median of the image's
+    border pixels), float32 ``(B, H, W)``, for a uint8 block ``(B, H, W[, C])``."""
+    x = (block if block.ndim == 4 else block[..., None]).astype(np.float32)
+    border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)
+    return np.sqrt(np.square(x - np.median(border, axis=1)[:, None, None, :]).sum(axis=3))
 
-    The content is weighted by each pixel's colour distance from the background (the
-    per-channel median of the border pixels); ``centre_*`` is its centroid relative to the
+
+def _geometry(ink: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(centre_y, centre_x, extent, major_extent)`` per image, from the colour distances
+    of its pixels from the paper (:func:`_paper_distance`; module docstring).
+
+    The content is weighted by that distance; ``centre_*`` is its centroid relative to the
     image centre, in image heights / widths, ``extent`` the log of its radius of gyration
     in those units and ``major_extent`` the log of its radius along its major axis (the
     square root of the largest eigenvalue of the position covariance). An image without
     content (all background) is given the centre and the extents of a uniform weight.
     """
-    x = (block if block.ndim == 4 else block[..., None]).astype(np.float32)
-    b, h, w, _ = x.shape
-    border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)
-    weight = np.sqrt(np.square(x - np.median(border, axis=1)[:, None, None, :]).sum(axis=3))
+    weight = ink.copy()
+    b, h, w = weight.shape
     empty = weight.reshape(b, -1).sum(axis=1) <= 0
     weight[empty] = 1.0
     mass = weight.sum(axis=(1, 2))  # (B,)
@@ -448,7 +488,7 @@ def score_image_properties(
     table : DataFrame with N rows
         ``score`` (float in [0, 1], lower = more likely an issue, < 0.5 iff flagged),
         ``flag`` (bool), ``kind`` (str, one of ``"", "blank", "dark", "light",
-        "low_information", "noisy", "blurry", "unusual_histogram", "off_centre",
+        "low_contrast", "low_information", "noisy", "blurry", "unusual_histogram", "off_centre",
         "odd_extent"``), and one
         ``score_<kind>`` column per property.
     info : dict
@@ -461,7 +501,7 @@ def score_image_properties(
     m, tones = _measure(_checked(images), chunk=8192)
     ref: dict[str, dict[str, float]] = {}
     z: dict[str, np.ndarray] = {}
-    for name in ("brightness", "entropy", "hf_energy", "sharpness", "relative_noise"):
+    for name in ("brightness", "contrast", "entropy", "hf_energy", "sharpness", "relative_noise"):
         values = m[name].to_numpy()
         if reference is not None and name in reference:
             med, scale = float(reference[name]["median"]), float(reference[name]["scale"])
@@ -473,11 +513,12 @@ def score_image_properties(
     def tail(d: np.ndarray) -> np.ndarray:
         return np.exp2(-np.maximum(d, 0.0) / k)
 
-    std = m["std"].to_numpy()
+    std = m["channel_std"].to_numpy()
     per_kind = {
         "blank": np.where(std < blank_std, 0.5 * std / blank_std, 1.0),
         "dark": tail(-z["brightness"]),
         "light": tail(z["brightness"]),
+        "low_contrast": tail(-z["contrast"]),
         "low_information": tail(-z["entropy"]),
         "noisy": tail(np.maximum(z["hf_energy"], z["relative_noise"])),
         "blurry": tail(-z["sharpness"]),
@@ -501,6 +542,9 @@ def score_image_properties(
     # A blank image is also far from typical in the other measures; it is only "blank".
     for name in KINDS[1:]:
         per_kind[name] = np.where(blank, 1.0, per_kind[name])
+    # Darkened or washed-out ink has less contrast too; such an image is "dark" / "light".
+    too_dark_or_light = (per_kind["dark"] < 0.5) | (per_kind["light"] < 0.5)
+    per_kind["low_contrast"] = np.where(too_dark_or_light, 1.0, per_kind["low_contrast"])
     stacked = np.stack([per_kind[name] for name in KINDS], axis=1)  # (N, len(KINDS))
     score = np.clip(stacked.min(axis=1), 0.0, 1.0)
     flag = score < 0.5
@@ -625,8 +669,8 @@ def detect_image_property(
         f" ({detail})" if detail else ""
     )
     info = {**info, "counts": counts, "n_flagged": n_flag}
-    # Every property's score is 2 ** (-d / k) (a blank image's 0.5 * std / blank_std), so
-    # -log2(score) is the worst property's d / k: past 1 exactly when flagged.
+    # Every property's score is 2 ** (-d / k) (a blank image's 0.5 * channel_std /
+    # blank_std), so -log2(score) is the worst property's d / k: past 1 exactly when flagged.
     excess = -np.log2(np.maximum(out["image_property_score"].to_numpy(), 2.0**-60))
     return DetectorResult(name="image_property", table=out, summary=summary, info=info,
                           excess=excess)  # fmt: skip

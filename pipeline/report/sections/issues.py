@@ -26,9 +26,9 @@ KNOWN_TYPES: dict[str, tuple[str, str]] = {
     "vae": ("Poorly reconstructed images (VAE)", "A variational autoencoder trained on this "
             "data reconstructs these images badly: they do not look like the rest."),
     "image_property": ("Image property issues",
-                       "Blank or constant, too dark or too light, low information, noise, "
-                       "blur, grey tones found nowhere else in the data, or content placed "
-                       "or sized unlike the rest of its class."),
+                       "Blank or constant, too dark or too light, faint (low contrast), low "
+                       "information, noise, blur, grey tones found nowhere else in the "
+                       "data, or content placed or sized unlike the rest of its class."),
     "exact_duplicate": ("Exact duplicates", "Pixel-for-pixel copies of an earlier sample."),
     "near_duplicate": ("Near duplicates", "Almost identical to an earlier sample."),
     "class_imbalance": ("Class imbalance", "Samples of a class far rarer than the others "
