@@ -294,7 +294,8 @@ def _measure(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarra
         out["brightness"][lo : lo + b] = flat.mean(axis=1)
         out["std"][lo : lo + b] = flat.std(axis=1)
         channels = block.reshape(b, -1, block.shape[3]) if block.ndim == 4 else flat[..., None]
-        out["channel_std"][lo : lo + b] = channels.std(axis=1, dtype=np.float64).max(axis=1)
+        channel_std = channels.std(axis=1, dtype=np.float64)  # (B, C)
+        out["channel_std"][lo : lo + b] = channel_std.max(axis=1)
 
         levels = np.clip(np.rint(flat), 0, 255).astype(np.int64)  # (B, H*W)
         offsets = (np.arange(b, dtype=np.int64) * 256)[:, None]
@@ -314,7 +315,7 @@ def _measure(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarra
             - pad[:, 1:-1, 2:]
         )  # (B, H, W)
         out["hf_energy"][lo : lo + b] = np.abs(lap).reshape(b, -1).mean(axis=1)
-        out["relative_noise"][lo : lo + b] = _relative_noise(block)
+        out["relative_noise"][lo : lo + b] = _relative_noise(block, channel_std)
         ink = _paper_distance(block)  # (B, H, W)
         out["contrast"][lo : lo + b] = np.log1p(
             np.quantile(ink.reshape(b, -1), CONTRAST_QUANTILE, axis=1)
@@ -325,26 +326,22 @@ def _measure(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarra
     return pd.DataFrame(out), tones
 
 
-def _relative_noise(block: np.ndarray) -> np.ndarray:
+def _relative_noise(block: np.ndarray, channel_std: np.ndarray) -> np.ndarray:
     """``log((sigma + 1) / (std + 1))`` per image, in its channel of largest standard
-    deviation; Immerkaer's (1996) noise estimate ``sigma`` (module docstring)."""
+    deviation (``channel_std``: ``(B, C)``, each channel's); Immerkaer's (1996) noise
+    estimate ``sigma`` (module docstring)."""
     x = block if block.ndim == 4 else block[..., None]
-    b, h, w, channels = x.shape
+    b, h, w, _ = x.shape
     if h < 3 or w < 3:
         return np.zeros(b)
-    best_std = np.full(b, -1.0)
-    out = np.zeros(b)
-    for c in range(channels):
-        g = x[..., c].astype(np.float32)
-        std = g.reshape(b, -1).std(axis=1).astype(np.float64)
-        r = (4.0 * g[:, 1:-1, 1:-1]
-             - 2.0 * (g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:])
-             + g[:, :-2, :-2] + g[:, :-2, 2:] + g[:, 2:, :-2] + g[:, 2:, 2:])  # fmt: skip
-        sigma = np.sqrt(np.pi / 2.0) / 6.0 * np.abs(r).reshape(b, -1).mean(axis=1)
-        better = std > best_std
-        out = np.where(better, np.log((sigma + 1.0) / (std + 1.0)), out)
-        best_std = np.where(better, std, best_std)
-    return out
+    best = channel_std.argmax(axis=1)  # (B,)
+    g = np.take_along_axis(x, best[:, None, None, None], axis=3)[..., 0].astype(np.float32)
+    std = channel_std[np.arange(b), best]
+    r = (4.0 * g[:, 1:-1, 1:-1]
+         - 2.0 * (g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:])
+         + g[:, :-2, :-2] + g[:, :-2, 2:] + g[:, 2:, :-2] + g[:, 2:, 2:])  # fmt: skip
+    sigma = np.sqrt(np.pi / 2.0) / 6.0 * np.abs(r).reshape(b, -1).mean(axis=1)
+    return np.log((sigma + 1.0) / (std + 1.0))
 
 
 def _paper_distance(block: np.ndarray) -> np.ndarray:
