@@ -536,6 +536,31 @@ class VAE:
         out["nelbo"] = out["recon"] + config.beta * out["kl"]
         return out
 
+    @torch.no_grad()
+    def reconstruct(self, images: np.ndarray, *, batch_size: int = 2048) -> np.ndarray:
+        """The decoder's pixel means at the posterior mean, float32 ``(N, H, W, C)`` in
+        [0, 1] (``C`` = 1 for greyscale input). Meant for a block of images at a time.
+
+        Parameters
+        ----------
+        images : ndarray of uint8, shape (N, H, W) or (N, H, W, C)
+        batch_size : int, keyword-only
+        """
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1. Got {batch_size} instead.")
+        model = self.network_
+        dev = next(model.parameters()).device
+        data = _as_nchw_uint8(images, model.config, dev)  # (N, C, H, W) uint8 batches
+        model.eval()
+        out = []
+        for i in range(0, len(data), batch_size):
+            x = _to_model_input(data.rows(i, i + batch_size), dev)  # (B, C, H, W)
+            with autocast(dev):
+                mu, _ = model.encode(x)  # (B, L)
+                logits = model.decode(mu.float())  # (B, C, H, W)
+            out.append(torch.sigmoid(logits.float()).permute(0, 2, 3, 1).cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)  # (N, H, W, C)
+
     def reconstruction_error(self, images: np.ndarray, *, batch_size: int = 2048) -> np.ndarray:
         """Per-sample negative ELBO (nats) at the posterior mean, float64 ``(N,)``: higher
         means less like the training data. See :meth:`error_terms` for the parts."""

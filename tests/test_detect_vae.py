@@ -59,8 +59,9 @@ def test_result_has_the_agreed_shape(dirty_result):
     # flag iff score < 0.5 (the score is 0.5 exactly at the threshold)
     assert t["is_vae_issue"].equals(t["vae_score"] < 0.5)
     assert res.summary.startswith("vae: ") and "flagged" in res.summary
-    assert res.info["k"] == 4.0 and set(res.info["reference"]) == {"log_nelbo", "log_div", "lr"}
-    assert res.info["method"] == "per_class_current_or_complexity_two_sided"
+    assert res.info["k"] == 4.0 and set(res.info["reference"]) == {"log_nelbo", "log_div", "lr",
+                                                                 "log_context"}
+    assert res.info["method"] == "per_class_current_or_complexity_two_sided_or_context"
 
 
 def test_injected_dirt_is_found(dirty_result):
@@ -207,3 +208,25 @@ def test_an_unsure_prediction_leaves_the_given_class_reference_alone():
         np.testing.assert_allclose(unsure[key], alone[key])
     other = variants(terms, images, labels, (labels + 1) % 3)
     assert any(not np.allclose(other[k], alone[k]) for k in alone if k.startswith("per_class_"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["speckle_noise", "shot_noise"])
+def test_noise_on_the_strokes_is_found_by_the_context_term(mnist_path, family):
+    """Noise on the strokes alone keeps a digit's shape, which the VAE's own terms are
+    nearly blind to; the pixel context model (:mod:`pipeline.detect.pixel_context`) is not."""
+    from assay.pipeline import io
+    from assay.pipeline.inject.corruptions import corrupt
+
+    ds = io.load(str(mnist_path)).subset(np.arange(2000))
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(ds), 100, replace=False)
+    images = ds.images.copy()
+    images[idx] = corrupt(images[idx], family, severity=3, seed=0)
+    bad = np.isin(np.arange(len(ds)), idx)
+    dirty = Dataset.create(images, ds.labels)
+    res = detect_vae(dirty, SimpleNamespace(seed=0, device="cpu"), config={"epochs": 8})
+    with_context = roc_auc_score(bad, -res.table["vae_score"])
+    without = roc_auc_score(bad, res.arrays["per_class_current_or_complexity_two_sided"])
+    # measured: speckle 0.919 against 0.489, shot noise 0.922 against 0.266
+    assert with_context >= 0.85 and with_context > without + 0.2, (with_context, without)

@@ -102,9 +102,25 @@ much as the negative ELBO, so the ratio alone cancels the very evidence that mat
 ``per_class_current_or_complexity_two_sided`` 0.940 / 0.624. Per-class references are
 the larger gain; the two-sided complexity term is what catches images made *simpler*
 than the data (``posterize``: AUROC 0.237 without it, 0.870 with it), which a
-likelihood alone ranks as more typical than clean digits. The default is therefore
-``per_class_current_or_complexity_two_sided``; at ``k = 4`` it flagged 0.8 % of the
-clean images (``per_class_current`` 0.5 %, ``current`` 0.04 %) on the first run.
+likelihood alone ranks as more typical than clean digits. That rule,
+``per_class_current_or_complexity_two_sided``, at ``k = 4`` flagged 0.8 % of the clean
+images (``per_class_current`` 0.5 %, ``current`` 0.04 %) on the first run.
+
+The default, ``per_class_current_or_complexity_two_sided_or_context``, adds one more
+z-score to it, taken like the others per class: the log of the image's context NLL under
+:mod:`pipeline.detect.pixel_context`, a pixel likelihood learned from the dataset's own
+pixels given the VAE's reconstruction and each pixel's neighbours (:func:`context_terms`).
+It sees what the Bernoulli decoder is blind to, wrong grey levels in the right shape. On
+the leave-one-family-out benchmark at 10,000 images (33 families, seed 0, the same VAEs)
+the mean per-family AUROC went 0.948 -> 0.967 and the lowest 0.584 -> 0.646 (gamma);
+speckle noise 0.706 -> 0.924, shot noise 0.829 -> 0.929, shear 0.763 -> 0.872, elastic
+0.887 -> 0.962; scale 0.864 -> 0.845 and posterize 0.882 -> 0.867 lost a little; 0.79 % of
+the clean images past ``k`` with and without it. In the same run the combined
+``outlier_score`` went 0.966 -> 0.974 (mean) and 0.771 -> 0.797 (lowest), and ``is_dirty``
+recall 0.776 -> 0.804 at a clean false-positive rate of 0.72 % -> 0.77 %. It costs two more
+passes of the decoder over the images (about 2 s on 10,000 MNIST images), and the table
+(8,192 counts) is saved with the model so that :func:`score_images` scores new images the
+same way.
 
 Latent density was tried as a further signal and not added: on the three detection
 runs' datasets above (11 families each; one training pass), the mean distance of an
@@ -138,6 +154,7 @@ import pandas as pd
 
 from assay.pipeline import atomic
 from assay.pipeline.chunks import chunk_slices
+from assay.pipeline.detect import pixel_context
 from assay.pipeline.detect.base import DetectorResult, register
 
 __all__ = [
@@ -146,6 +163,7 @@ __all__ = [
     "score_images",
     "variants",
     "complexity_bits",
+    "context_terms",
     "LOW_MARGIN",
     "METHOD",
     "PREDICTED_MIN_CONFIDENCE",
@@ -168,27 +186,33 @@ METHODS = tuple(
         "complexity_two_sided",
         "current_or_complexity",
         "current_or_complexity_two_sided",
+        "current_or_complexity_two_sided_or_context",
     )
 )
 #: The classifier's probability for its class from which a sample is also compared with
 #: that class (:func:`predicted_classes`): more than all other classes together.
 PREDICTED_MIN_CONFIDENCE = 0.5
 #: The default ``method`` (chosen by the leave-one-family-out benchmark, see above).
-METHOD = "per_class_current_or_complexity_two_sided"
+METHOD = "per_class_current_or_complexity_two_sided_or_context"
 #: Methods :func:`score_images` can reproduce for new images.
-_SCORABLE = ("current", "current_or_complexity_two_sided")
+_SCORABLE = ("current", "current_or_complexity_two_sided",
+             "current_or_complexity_two_sided_or_context")  # fmt: skip
 MODEL_FILE = "vae.pt"
 META_FILE = "vae.json"
 
 
 def _signals(terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``(N,)`` log-scale signals from :func:`models.vae.error_terms` output."""
+    """``(N,)`` log-scale signals from :func:`models.vae.error_terms` output (plus
+    ``log_context`` where ``terms`` holds the context NLL, ``"context"``)."""
     div = np.maximum(terms["recon"] - terms["entropy"], 0.0)
     kl = np.maximum(terms["kl"], 0.0)
-    return {
+    out = {
         "log_nelbo": np.log(np.maximum(terms["nelbo"], 1e-6)),
         "log_div": np.log(div + kl + 1e-3),
     }
+    if "context" in terms:
+        out["log_context"] = np.log(np.maximum(terms["context"], 1e-6))
+    return out
 
 
 def _reference(signals: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -278,9 +302,12 @@ def _method_deviation(
 ) -> np.ndarray:
     """The deviation of a :data:`_SCORABLE` method against one reference."""
     d = deviation(terms, reference)
-    if method.endswith("current_or_complexity_two_sided"):
+    if "complexity_two_sided" in method:
         zs = (lr - reference["lr"]["median"]) / reference["lr"]["scale"]
         d = np.maximum(d, np.abs(zs) - 1.0)
+    if method.endswith("_or_context"):
+        ref = reference["log_context"]
+        d = np.maximum(d, (_signals(terms)["log_context"] - ref["median"]) / ref["scale"])
     return d
 
 
@@ -318,7 +345,7 @@ def _deviations(
                   _robust_z(sig["log_div"], groups, against),
                   _robust_z(lr, groups, against))  # fmt: skip
     current = np.maximum.reduce([zn, zd, -zn - LOW_MARGIN])
-    return {
+    out = {
         "current": current,
         "nelbo_two_sided": np.abs(zn),
         "complexity": zs,
@@ -326,6 +353,35 @@ def _deviations(
         "current_or_complexity": np.maximum(current, zs),
         "current_or_complexity_two_sided": np.maximum(current, np.abs(zs) - 1.0),
     }
+    if "log_context" in sig:
+        zc = _robust_z(sig["log_context"], groups, against)
+        out["current_or_complexity_two_sided_or_context"] = np.maximum(
+            out["current_or_complexity_two_sided"], zc
+        )
+    return out
+
+
+def context_terms(
+    model: Any, images: np.ndarray, counts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's context NLL under :mod:`pipeline.detect.pixel_context`, float64
+    ``(N,)``, and the table it was computed with.
+
+    ``model`` is a fitted :class:`models.vae.VAE`. Without ``counts`` the table is learned
+    from ``images`` first (a pass over them), then every image is scored against it; both
+    passes walk the images a block at a time (they may be memory-mapped), reconstructing
+    each block again rather than holding every reconstruction.
+    """
+    if counts is None:
+        counts = pixel_context.empty_counts()
+        for rows in chunk_slices(len(images)):
+            block = np.asarray(images[rows])
+            pixel_context.count_cells(counts, block, model.reconstruct(block))
+    nll = np.empty(len(images), dtype=np.float64)
+    for rows in chunk_slices(len(images)):
+        block = np.asarray(images[rows])
+        nll[rows] = pixel_context.context_nll(counts, block, model.reconstruct(block))
+    return nll, counts
 
 
 def predicted_classes(context: Any) -> np.ndarray | None:
@@ -432,6 +488,9 @@ def detect_vae(
             model.fit(images[keep])
         terms = model.error_terms(images)
         epochs.append(len(model.history_.loss))
+    context_counts = None
+    if method.endswith("_or_context"):
+        terms["context"], context_counts = context_terms(model, images)
     seconds = time.perf_counter() - t0
 
     labels = getattr(dataset, "labels", None)
@@ -481,6 +540,7 @@ def detect_vae(
             "reference": reference,
             "method": method,
             "class_reference": class_ref,
+            "context_counts": None if context_counts is None else context_counts.tolist(),
             "threshold": {"rule": "d > k", "k": float(k), "score_below": 0.5},
             "n_train": int(len(images) - n_dropped),
         }
@@ -543,6 +603,12 @@ def score_images(
     terms = model.error_terms(images)
     method = str(meta.get("method", "current")).removeprefix("per_class_")
     reference = meta["reference"]
+    if method.endswith("_or_context"):
+        counts = meta.get("context_counts")
+        if counts is None or "log_context" not in reference:
+            method = method.removesuffix("_or_context")
+        else:
+            terms["context"], _ = context_terms(model, images, np.asarray(counts, np.int64))
     if method not in _SCORABLE or "lr" not in reference:
         method = "current"
     lr = _likelihood_ratio(terms, images) if method != "current" else np.zeros(len(images))
