@@ -57,6 +57,9 @@ chosen on:
   likely than the compressor expects count too;
 - ``nelbo_two_sided``: ``|z|`` of the log negative ELBO alone;
 - ``current_or_complexity[_two_sided]``: the larger of ``current`` and the complexity z;
+- ``context``: the z-score of the log context NLL (:mod:`pipeline.detect.pixel_context`)
+  alone; ``current_or_complexity_two_sided_or_context``: the larger of it and
+  ``current_or_complexity_two_sided`` (see below);
 - ``per_class_*``: the same, but every z-score is taken against the median and MAD of the
   sample's own given class. A "1" and an "8" differ several-fold in negative ELBO (ink
   area), so one global reference hides a blurred "1" among ordinary "8"s; each class's
@@ -187,6 +190,7 @@ METHODS = tuple(
         "current_or_complexity",
         "current_or_complexity_two_sided",
         "current_or_complexity_two_sided_or_context",
+        "context",
     )
 )
 #: The classifier's probability for its class from which a sample is also compared with
@@ -355,6 +359,7 @@ def _deviations(
     }
     if "log_context" in sig:
         zc = _robust_z(sig["log_context"], groups, against)
+        out["context"] = zc
         out["current_or_complexity_two_sided_or_context"] = np.maximum(
             out["current_or_complexity_two_sided"], zc
         )
@@ -489,7 +494,7 @@ def detect_vae(
         terms = model.error_terms(images)
         epochs.append(len(model.history_.loss))
     context_counts = None
-    if method.endswith("_or_context"):
+    if method.endswith("context"):
         terms["context"], context_counts = context_terms(model, images)
     seconds = time.perf_counter() - t0
 
