@@ -60,7 +60,7 @@ def test_result_has_the_agreed_shape(dirty_result):
     assert t["is_vae_issue"].equals(t["vae_score"] < 0.5)
     assert res.summary.startswith("vae: ") and "flagged" in res.summary
     assert res.info["k"] == 4.0 and set(res.info["reference"]) == {"log_nelbo", "log_div", "lr",
-                                                                 "log_context"}
+                                                                 "context"}
     assert res.info["method"] == "per_class_current_or_complexity_two_sided_or_context"
 
 

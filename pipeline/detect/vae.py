@@ -57,7 +57,7 @@ chosen on:
   likely than the compressor expects count too;
 - ``nelbo_two_sided``: ``|z|`` of the log negative ELBO alone;
 - ``current_or_complexity[_two_sided]``: the larger of ``current`` and the complexity z;
-- ``context``: the z-score of the log context NLL (:mod:`pipeline.detect.pixel_context`)
+- ``context``: the z-score of the context surprise (:mod:`pipeline.detect.pixel_context`)
   alone; ``current_or_complexity_two_sided_or_context``: the larger of it and
   ``current_or_complexity_two_sided`` (see below);
 - ``per_class_*``: the same, but every z-score is taken against the median and MAD of the
@@ -110,20 +110,20 @@ likelihood alone ranks as more typical than clean digits. That rule,
 images (``per_class_current`` 0.5 %, ``current`` 0.04 %) on the first run.
 
 The default, ``per_class_current_or_complexity_two_sided_or_context``, adds one more
-z-score to it, taken like the others per class: the log of the image's context NLL under
-:mod:`pipeline.detect.pixel_context`, a pixel likelihood learned from the dataset's own
-pixels given the VAE's reconstruction and each pixel's neighbours (:func:`context_terms`).
-It sees what the Bernoulli decoder is blind to, wrong grey levels in the right shape. On
-the leave-one-family-out benchmark at 10,000 images (33 families, seed 0, the same VAEs)
-the mean per-family AUROC went 0.948 -> 0.967 and the lowest 0.584 -> 0.646 (gamma);
-speckle noise 0.706 -> 0.924, shot noise 0.829 -> 0.929, shear 0.763 -> 0.872, elastic
-0.887 -> 0.962; scale 0.864 -> 0.845 and posterize 0.882 -> 0.867 lost a little; 0.79 % of
-the clean images past ``k`` with and without it. In the same run the combined
-``outlier_score`` went 0.966 -> 0.974 (mean) and 0.771 -> 0.797 (lowest), and ``is_dirty``
-recall 0.776 -> 0.804 at a clean false-positive rate of 0.72 % -> 0.77 %. It costs two more
-passes of the decoder over the images (about 2 s on 10,000 MNIST images), and the table
-(8,192 counts) is saved with the model so that :func:`score_images` scores new images the
-same way.
+z-score to it, taken like the others per class: the image's context surprise under
+:mod:`pipeline.detect.pixel_context`, a pixel model learned from the dataset's own pixels
+given the VAE's reconstruction and each pixel's neighbours (:func:`context_terms`). It
+sees what the Bernoulli decoder is blind to, wrong grey levels in the right shape. On the
+leave-one-family-out benchmark at 10,000 images (33 families, seed 0, the same VAEs) the
+mean per-family AUROC went 0.948 -> 0.977 and the lowest 0.584 -> 0.732 (gamma); speckle
+noise 0.706 -> 0.990, shot noise 0.829 -> 0.970, shear 0.763 -> 0.958, elastic 0.887 ->
+0.998; posterize 0.882 -> 0.834 lost. At ``k = 4`` the VAE now flags 1.68 % of the clean
+images on its own (0.79 % without the term); what marks an image dirty is the outlier
+evidence of :mod:`pipeline.detect.combine`, whose threshold was chosen again for it. In
+the same run the combined ``outlier_score`` went 0.966 -> 0.981 (mean) and 0.771 -> 0.834
+(lowest). The term costs two more passes of the decoder over the images (about 2 s on
+10,000 MNIST images), and the table (8,192 counts) is saved with the model so that
+:func:`score_images` scores new images the same way.
 
 Latent density was tried as a further signal and not added: on the three detection
 runs' datasets above (11 families each; one training pass), the mean distance of an
@@ -206,8 +206,8 @@ META_FILE = "vae.json"
 
 
 def _signals(terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``(N,)`` log-scale signals from :func:`models.vae.error_terms` output (plus
-    ``log_context`` where ``terms`` holds the context NLL, ``"context"``)."""
+    """``(N,)`` signals from :func:`models.vae.error_terms` output, on a log scale (plus
+    ``context``, in nats, where ``terms`` holds the context surprise)."""
     div = np.maximum(terms["recon"] - terms["entropy"], 0.0)
     kl = np.maximum(terms["kl"], 0.0)
     out = {
@@ -215,7 +215,7 @@ def _signals(terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "log_div": np.log(div + kl + 1e-3),
     }
     if "context" in terms:
-        out["log_context"] = np.log(np.maximum(terms["context"], 1e-6))
+        out["context"] = np.asarray(terms["context"], dtype=np.float64)
     return out
 
 
@@ -310,8 +310,8 @@ def _method_deviation(
         zs = (lr - reference["lr"]["median"]) / reference["lr"]["scale"]
         d = np.maximum(d, np.abs(zs) - 1.0)
     if method.endswith("_or_context"):
-        ref = reference["log_context"]
-        d = np.maximum(d, (_signals(terms)["log_context"] - ref["median"]) / ref["scale"])
+        ref = reference["context"]
+        d = np.maximum(d, (_signals(terms)["context"] - ref["median"]) / ref["scale"])
     return d
 
 
@@ -357,8 +357,8 @@ def _deviations(
         "current_or_complexity": np.maximum(current, zs),
         "current_or_complexity_two_sided": np.maximum(current, np.abs(zs) - 1.0),
     }
-    if "log_context" in sig:
-        zc = _robust_z(sig["log_context"], groups, against)
+    if "context" in sig:
+        zc = _robust_z(sig["context"], groups, against)
         out["context"] = zc
         out["current_or_complexity_two_sided_or_context"] = np.maximum(
             out["current_or_complexity_two_sided"], zc
@@ -369,8 +369,8 @@ def _deviations(
 def context_terms(
     model: Any, images: np.ndarray, counts: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each image's context NLL under :mod:`pipeline.detect.pixel_context`, float64
-    ``(N,)``, and the table it was computed with.
+    """Each image's context surprise under :mod:`pipeline.detect.pixel_context`, float64
+    ``(N,)`` (nats), and the table it was computed with.
 
     ``model`` is a fitted :class:`models.vae.VAE`. Without ``counts`` the table is learned
     from ``images`` first (a pass over them), then every image is scored against it; both
@@ -382,11 +382,11 @@ def context_terms(
         for rows in chunk_slices(len(images)):
             block = np.asarray(images[rows])
             pixel_context.count_cells(counts, block, model.reconstruct(block))
-    nll = np.empty(len(images), dtype=np.float64)
+    surprise = np.empty(len(images), dtype=np.float64)
     for rows in chunk_slices(len(images)):
         block = np.asarray(images[rows])
-        nll[rows] = pixel_context.context_nll(counts, block, model.reconstruct(block))
-    return nll, counts
+        surprise[rows] = pixel_context.context_surprise(counts, block, model.reconstruct(block))
+    return surprise, counts
 
 
 def predicted_classes(context: Any) -> np.ndarray | None:
@@ -610,7 +610,7 @@ def score_images(
     reference = meta["reference"]
     if method.endswith("_or_context"):
         counts = meta.get("context_counts")
-        if counts is None or "log_context" not in reference:
+        if counts is None or "context" not in reference:
             method = method.removesuffix("_or_context")
         else:
             terms["context"], _ = context_terms(model, images, np.asarray(counts, np.int64))
