@@ -71,11 +71,11 @@ def empty_counts() -> np.ndarray:
 
 
 def _level(v: np.ndarray, bins: int) -> np.ndarray:
-    return np.minimum((v * bins).astype(np.int64), bins - 1)
+    return np.minimum((v * bins).astype(np.int32), bins - 1)
 
 
 def _cells(images: np.ndarray, recon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each pixel's cell and value level, int64 ``(B, P)`` each (``P = H * W * C``).
+    """Each pixel's cell and value level, int32 ``(B, P)`` each (``P = H * W * C``).
 
     ``images`` uint8 ``(B, H, W[, C])``, ``recon`` float ``(B, H, W, C)`` in [0, 1].
     """

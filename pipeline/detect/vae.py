@@ -157,8 +157,8 @@ import pandas as pd
 
 from assay.pipeline import atomic
 from assay.pipeline.chunks import chunk_slices
-from assay.pipeline.detect import pixel_context
 from assay.pipeline.detect.base import DetectorResult, register
+from assay.pipeline.detect.pixel_context import context_surprise, count_cells, empty_counts
 
 __all__ = [
     "detect_vae",
@@ -377,15 +377,18 @@ def context_terms(
     passes walk the images a block at a time (they may be memory-mapped), reconstructing
     each block again rather than holding every reconstruction.
     """
+    # a block of about 4 M pixel values: its float and index temporaries stay near 100 MB
+    # whatever the image size (4,096 rows of 64x64x3 images would be over 1 GB)
+    rows_per_block = max(1, (1 << 22) // int(np.prod(images.shape[1:])))
     if counts is None:
-        counts = pixel_context.empty_counts()
-        for rows in chunk_slices(len(images)):
+        counts = empty_counts()
+        for rows in chunk_slices(len(images), rows_per_block):
             block = np.asarray(images[rows])
-            pixel_context.count_cells(counts, block, model.reconstruct(block))
+            count_cells(counts, block, model.reconstruct(block))
     surprise = np.empty(len(images), dtype=np.float64)
-    for rows in chunk_slices(len(images)):
+    for rows in chunk_slices(len(images), rows_per_block):
         block = np.asarray(images[rows])
-        surprise[rows] = pixel_context.context_surprise(counts, block, model.reconstruct(block))
+        surprise[rows] = context_surprise(counts, block, model.reconstruct(block))
     return surprise, counts
 
 
