@@ -311,7 +311,7 @@ def _method_deviation(
         d = np.maximum(d, np.abs(zs) - 1.0)
     if method.endswith("_or_context"):
         ref = reference["context"]
-        d = np.maximum(d, (_signals(terms)["context"] - ref["median"]) / ref["scale"])
+        d = np.maximum(d, (np.asarray(terms["context"]) - ref["median"]) / ref["scale"])
     return d
 
 
