@@ -251,6 +251,24 @@ def test_histogram_distance_searches_a_bounded_subset():
                                                            reference=200, seed=1))
 
 
+def test_a_batch_sharing_an_odd_tone_is_unusual_among_many_images():
+    """30 files given the same odd tone curve are each other's nearest histograms; among
+    5,000 images the default neighbourhood (1 % of them) still reaches past the batch."""
+    rng = np.random.default_rng(0)
+    base = rng.dirichlet(np.full(16, 20.0))
+    tones = rng.dirichlet(base * 400.0, size=5000)
+    odd = np.zeros(16)
+    odd[[0, 5, 10, 15]] = 0.25
+    batch = rng.choice(5000, size=30, replace=False)
+    tones[batch] = rng.dirichlet(odd * 400.0 + 1e-3, size=30)
+    is_batch = np.isin(np.arange(5000), batch)
+    default = histogram_distance(tones)
+    narrow = histogram_distance(tones, neighbours=20)
+    # with 20 neighbours the batch only sees itself: nearer than a typical image
+    assert np.median(narrow[is_batch]) < np.median(narrow[~is_batch])
+    assert default[is_batch].min() > default[~is_batch].max()
+
+
 def test_gamma_changed_strokes_have_an_unusual_histogram():
     """A tone curve leaves the shapes and most older measures alone, not the histogram."""
     from sklearn.metrics import roc_auc_score
