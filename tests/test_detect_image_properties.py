@@ -288,6 +288,65 @@ def test_gamma_changed_strokes_have_an_unusual_histogram():
     assert table["flag"].to_numpy()[~bad].mean() <= 0.005
 
 
+def _drop_lines(images: np.ndarray, columns: bool, seed: int) -> np.ndarray:
+    """The ``line_drop`` corruption (rows), or the same on columns."""
+    from assay.pipeline.inject.corruptions import corrupt
+
+    if not columns:
+        return corrupt(images, "line_drop", severity=3, seed=seed)
+    flipped = np.ascontiguousarray(images.transpose(0, 2, 1))
+    return corrupt(flipped, "line_drop", severity=3, seed=seed).transpose(0, 2, 1)
+
+
+def _line_defect_case(images: np.ndarray, columns: bool, n_bad: int):
+    """``n_bad`` images with lost lines and ``n_bad`` with shot noise; their masks and the
+    ``score_line_defect`` and ``kind`` of every image."""
+    from assay.pipeline.inject.corruptions import corrupt
+
+    images = images.copy()
+    lines, noisy = np.split(np.random.default_rng(0).choice(len(images), 2 * n_bad,
+                                                            replace=False), 2)  # fmt: skip
+    images[lines] = _drop_lines(images[lines], columns, seed=1)
+    images[noisy] = corrupt(images[noisy], "shot_noise", severity=3, seed=2)
+    table, _ = score_image_properties(images)
+    idx = np.arange(len(images))
+    return (np.isin(idx, lines), np.isin(idx, noisy), table["score_line_defect"].to_numpy(),
+            table["kind"].to_numpy())  # fmt: skip
+
+
+@pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
+def test_lost_scan_lines_rank_as_line_defects_either_way(columns):
+    """Dropped lines cut every stroke they cross, in one orientation: ranked first whether
+    the lines are rows or columns, while noise (gaps both ways) and clean strokes are not
+    flagged."""
+    from sklearn.metrics import roc_auc_score
+
+    is_line, is_noisy, score, _ = _line_defect_case(_strokes(600), columns, 30)
+    clean = ~is_line & ~is_noisy
+    # these random strokes are often parallel to the lines, which then thin, not cut them
+    assert roc_auc_score(is_line[~is_noisy], -score[~is_noisy]) >= 0.85
+    assert not (score[clean] < 0.5).any()
+    assert (score[is_noisy] < 0.5).mean() <= 0.1
+
+
+@pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
+def test_lost_scan_lines_in_handwriting_are_flagged(mnist_path, columns):
+    from sklearn.metrics import roc_auc_score
+
+    from assay.pipeline import io
+
+    images = io.load(str(mnist_path)).images[:2000]
+    is_line, is_noisy, score, kind = _line_defect_case(images, columns, 100)
+    clean = ~is_line & ~is_noisy
+    # a run of two or more lost lines leaves no one-pixel gap: some images are missed
+    assert roc_auc_score(is_line[~is_noisy], -score[~is_noisy]) >= 0.9
+    assert (score[is_line] < 0.5).mean() >= 0.3
+    assert (score[clean] < 0.5).sum() <= 1
+    assert (score[is_noisy] < 0.5).mean() <= 0.05
+    # lost columns at the edge of the content also move it: a few are off centre first
+    assert (kind[is_line & (score < 0.5)] == "line_defect").mean() >= 0.9
+
+
 def test_a_reference_run_does_not_score_histograms():
     images = _strokes(50)
     _, info = score_image_properties(images)
