@@ -378,10 +378,9 @@ def _measure(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarra
         out["hf_energy"][lo : lo + b] = np.abs(lap).reshape(b, -1).mean(axis=1)
         out["relative_noise"][lo : lo + b] = _relative_noise(block, channel_std)
         ink = _paper_distance(block)  # (B, H, W)
-        out["contrast"][lo : lo + b] = np.log1p(
-            np.quantile(ink.reshape(b, -1), CONTRAST_QUANTILE, axis=1)
-        )
-        out["line_anisotropy"][lo : lo + b] = _line_anisotropy(ink)
+        contrast = np.quantile(ink.reshape(b, -1), CONTRAST_QUANTILE, axis=1)
+        out["contrast"][lo : lo + b] = np.log1p(contrast)
+        out["line_anisotropy"][lo : lo + b] = _line_anisotropy(ink, contrast)
         for name, values in zip(GEOMETRY, _geometry(ink), strict=True):
             out[name][lo : lo + b] = values
     out["sharpness"] = np.log((out["hf_energy"] + 1.0) / (out["std"] + 1.0))
@@ -406,14 +405,14 @@ def _relative_noise(block: np.ndarray, channel_std: np.ndarray) -> np.ndarray:
     return np.log((sigma + 1.0) / (std + 1.0))
 
 
-def _line_anisotropy(ink: np.ndarray) -> np.ndarray:
+def _line_anisotropy(ink: np.ndarray, contrast: np.ndarray) -> np.ndarray:
     """``log((rows + e) / (columns + e))`` per image (module docstring), from the colour
-    distances of its pixels from the paper ``(B, H, W)``; 0 for images under 3 px."""
+    distances of its pixels from the paper ``(B, H, W)`` and each image's contrast (their
+    :data:`CONTRAST_QUANTILE` quantile, ``(B,)``); 0 for images under 3 px."""
     b, h, w = ink.shape
     if h < 3 or w < 3:
         return np.zeros(b)
-    q = np.quantile(ink.reshape(b, -1), CONTRAST_QUANTILE, axis=1)
-    t = np.clip(ink / np.maximum(q, 1.0)[:, None, None], 0.0, 1.0)  # 1 = full ink
+    t = np.clip(ink / np.maximum(contrast, 1.0)[:, None, None], 0.0, 1.0)  # 1 = full ink
     mass = t.reshape(b, -1).sum(axis=1) + 1.0
     # how much paler than *both* neighbours along the axis a pixel is: a gap in a stroke
     rows = np.clip(np.minimum(t[:, :-2], t[:, 2:]) - t[:, 1:-1], 0.0, None)
