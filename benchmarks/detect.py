@@ -244,7 +244,13 @@ def evaluate(
     """Every metric of the module docstring for one detection run; injected kinds in
     ``in_distribution`` are left out of the outlier figures (but reported by kind)."""
     from assay.pipeline import artifacts
-    from assay.pipeline.detect.combine import COMBINATIONS, OUTLIER_SOURCES, combine_outlier_scores
+    from assay.pipeline.detect.combine import (
+        COMBINATIONS,
+        OUTLIER_SOURCES,
+        RANK_COMBINATIONS,
+        combine_outlier_scores,
+        evidence_score,
+    )
     from assay.pipeline.inject import CORRUPTED_KINDS, ground_truth
 
     gt = ground_truth(dataset)
@@ -300,10 +306,11 @@ def evaluate(
         sources = {
             s: issues[f"{s}_score"].to_numpy() for s in OUTLIER_SOURCES if f"{s}_score" in issues
         }
-        out["combinations"] = {
-            method: ranking(combine_outlier_scores(sources, method=method)[mask], truth)
-            for method in COMBINATIONS
-        }
+        combined = {"evidence": evidence_score(issues["outlier_evidence"].to_numpy())}
+        combined.update({method: combine_outlier_scores(sources, method=method)
+                         for method in RANK_COMBINATIONS})  # fmt: skip
+        out["combinations"] = {method: ranking(combined[method][mask], truth)
+                               for method in COMBINATIONS}  # fmt: skip
         if with_baselines:
             base = baselines(dataset.images, seed=seed)
             out["baselines"] = {name: ranking(s[mask], truth) for name, s in base.items()}

@@ -282,7 +282,9 @@ ISSUE_COLUMNS: dict[str, Column] = {
     "suggested_label_confidence": Column("float", "its out-of-fold probability"),
     "label_score": Column("float", "cleanlab label quality (lower = more likely wrong)"),
     "is_label_issue": Column("bool", "the given label is likely wrong (and no image reason)"),
-    "outlier_score": Column("float", "the combined 'does not belong here' ranking"),
+    "outlier_score": Column(
+        "float", "2 ** (-outlier_evidence / 2.1): 'does not belong here' (below 0.5 flagged)"
+    ),
     "is_outlier": Column("bool", "out of distribution or corrupted (the sources' evidence)"),
     "outlier_sources": Column("str", "comma list of knn_outlier, vae, image_property ('')"),
     "outlier_evidence": Column("float", "the outlier sources' evidence added up (>= 0)"),

@@ -101,6 +101,13 @@ def test_outputs_schema_and_score_ranges(small, tmp_path):
     )
     assert issues["is_outlier"].any() and (issues["outlier_sources"] != "").eq(
         issues["is_outlier"]).all()  # fmt: skip
+    # The ranking is that same evidence: 0.5 exactly at the flag's threshold, so the
+    # samples flagged by the evidence are the lowest scores.
+    score = issues["outlier_score"].to_numpy()
+    np.testing.assert_allclose(score, 2.0 ** (-issues["outlier_evidence"] / OUTLIER_EVIDENCE))
+    by_evidence = issues["outlier_evidence"].to_numpy() > OUTLIER_EVIDENCE
+    np.testing.assert_array_equal(score < 0.5, by_evidence)
+    assert score[by_evidence].max() < score[~by_evidence].min()
 
     noise = np.load(tmp_path / "noise_matrix.npy", allow_pickle=False)
     assert noise.shape == (small.n_classes, small.n_classes)
@@ -114,6 +121,7 @@ def test_outputs_schema_and_score_ranges(small, tmp_path):
     assert 0.5 < summary["oof_accuracy"] <= 1.0
     assert summary["classifier"]["model"] == "cnn+svc"
     assert summary["noise_matrix"]["matrix"] == noise.tolist()
+    assert summary["outlier_score"]["method"] == "evidence"
     assert {"label", "total", "shared:classifier"} <= set(summary["timings"])
     if "vae" in REGISTRY:
         assert (tmp_path / "vae.pt").is_file()

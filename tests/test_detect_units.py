@@ -213,8 +213,8 @@ def test_combine_outlier_scores_methods():
         combine_outlier_scores({"a": a, "b": b}, method="rank_product"),
         [1 / 4, 2 / 16, 12 / 16, 6 / 16],
     )
-    # the default; sample 1 (ranks 2 and 1) now comes before sample 0 (1 and 4), which
-    # rank_min ties
+    # the default rank combination; sample 1 (ranks 2 and 1) now comes before sample 0
+    # (1 and 4), which rank_min ties
     np.testing.assert_allclose(combine_outlier_scores({"a": a, "b": b}),
                                combine_outlier_scores({"a": a, "b": b}, method="rank_product"))
     with pytest.raises(ValueError, match="`method` must be one of"):

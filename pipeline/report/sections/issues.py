@@ -18,9 +18,10 @@ from assay.pipeline.report.format import fmt_int, fmt_pct, share, short
 KNOWN_TYPES: dict[str, tuple[str, str]] = {
     "label": ("Label issues", "A classifier that never saw the sample in training (out-of-fold) "
               "is confident that its given label is wrong."),
-    "outlier": ("Outliers", "Images that do not belong here: flagged by the feature-space "
-                "distance, the VAE's reconstruction error or the image checks, and ranked by "
-                "the product of their ranks."),
+    "outlier": ("Outliers", "Images that do not belong here. The feature-space distance, "
+                "the VAE's reconstruction error and the image checks each say how far past "
+                "its own threshold an image lies; an image is flagged when that evidence "
+                "adds up past the threshold, and ranked by it."),
     "knn_outlier": ("Outliers in feature space (Datalab)", "Far from their nearest neighbours "
                     "in the classifier's learned feature space (cleanlab Datalab)."),
     "vae": ("Poorly reconstructed images (VAE)", "A variational autoencoder trained on this "
