@@ -158,7 +158,11 @@ depth of pixels darker than all four neighbours, or a grey closing's residual, o
 ink), on 300 corrupted against the 10,000 clean MNIST images, ranked speckle noise at
 AUROC 0.94 and shot noise at 0.88 with 46 % and 21 % of them past the clean images'
 99.9th percentile: below the ranking relative noise gives on its own (0.98 and 0.96 on
-the leave-one-family-out benchmark).
+the leave-one-family-out benchmark). For gamma (a wrong transfer curve, the weakest
+family), the log ratio of faint ink (0.02 to 0.3 of the image's contrast) to the rest of
+the ink, two-sided robust z over the 10,000 real MNIST test images against 450 of them
+corrupted at severity 3: AUROC 0.829 with 50 % past ``k`` = 5, but 19 of the real images
+past it too, ordinary digits (mostly upright "1"s with hard edges); not added.
 
 The placement properties ask whether the content sits where, and is as large as, the
 content of the image's class usually is: a wrong crop or zoom, a shifted scan, a digit
