@@ -8,13 +8,15 @@ import pytest
 
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect.base import REGISTRY, DetectorResult
+from assay.pipeline.detect.image_measures import (
+    histogram_distance,
+    image_property_measures,
+    tone_histograms,
+)
 from assay.pipeline.detect.image_properties import (
     KINDS,
     detect_image_property,
-    histogram_distance,
-    image_property_measures,
     score_image_properties,
-    tone_histograms,
 )
 
 
@@ -404,8 +406,8 @@ def test_placement_measures_exact_on_hand_made_images():
     """Centre in image heights / widths from the centre; extents = logs of the content's
     radius of gyration and of its radius along the major axis; colour content is weighted
     by its distance from the paper."""
-    from assay.pipeline.detect.image_properties import _geometry as _on_ink
-    from assay.pipeline.detect.image_properties import _paper_distance
+    from assay.pipeline.detect.image_measures import _geometry as _on_ink
+    from assay.pipeline.detect.image_measures import _paper_distance
 
     def _geometry(images):
         return _on_ink(_paper_distance(images))

@@ -1,0 +1,282 @@
+"""The per-image measures of the image-property detector
+(:mod:`pipeline.detect.image_properties`), computed with a few whole-array numpy operations
+per chunk of images (no Python loop over samples), on the grey level (the channel mean
+for colour images) or on each pixel's colour distance from the paper.
+
+:func:`image_property_measures` returns one row of measures per image (brightness,
+contrast, entropy, high-frequency energy, sharpness, relative noise, line anisotropy and
+the placement of the content), :func:`tone_histograms` each image's coarse grey-level
+histogram and :func:`histogram_distance` how far each histogram lies from its nearest
+others. What each measure means, how it is judged against the data and the figures
+behind every constant are in the detector's module docstring.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "CONTRAST_QUANTILE",
+    "GEOMETRY",
+    "LINE_PSEUDO",
+    "TONE_BINS",
+    "TONE_NEIGHBOURS",
+    "TONE_REFERENCE",
+    "TONE_SHARE",
+    "checked_images",
+    "histogram_distance",
+    "image_property_measures",
+    "measure_images",
+    "tone_histograms",
+]
+
+#: Measures of the content's placement, judged within each class by the detector.
+GEOMETRY = ("centre_y", "centre_x", "extent", "major_extent")
+#: Quantile of the colour distances from the paper that measures an image's contrast.
+CONTRAST_QUANTILE = 0.995
+#: Valley mass added to both orientations of ``line_anisotropy``, as a share of the ink.
+LINE_PSEUDO = 0.01
+#: Bins of the coarse grey-level histogram of ``unusual_histogram`` (16 grey levels each).
+TONE_BINS = 16
+#: Neighbours whose histograms an image's is compared with: at least this many ...
+TONE_NEIGHBOURS = 20
+#: ... and at least this share of the images, so that a tone shared by a few dozen
+#: images (one corruption applied to a batch of files) is still unusual.
+TONE_SHARE = 0.01
+#: At most this many images (a seeded random subset) are searched for the neighbours.
+TONE_REFERENCE = 20_000
+
+
+def _grey(images: np.ndarray) -> np.ndarray:
+    """uint8 ``(N, H, W[, C])`` -> float32 ``(N, H, W)`` grey levels in 0..255."""
+    images = np.asarray(images)
+    if images.ndim == 4:
+        return images.mean(axis=3, dtype=np.float32)
+    if images.ndim == 3:
+        return images.astype(np.float32)
+    raise ValueError(
+        f"`images` must have shape (N, H, W) or (N, H, W, C). Got {images.shape} instead."
+    )
+
+
+def checked_images(images: np.ndarray) -> np.ndarray:
+    """``images`` as an array, or a ValueError saying what was expected."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"`images` must be uint8 (0..255). Got {images.dtype} instead.")
+    if images.ndim not in (3, 4) or images.shape[0] == 0:
+        raise ValueError(
+            "`images` must be a non-empty array of shape (N, H, W) or (N, H, W, C). "
+            f"Got shape {images.shape} instead."
+        )
+    return images
+
+
+def image_property_measures(images: np.ndarray, *, chunk: int = 8192) -> pd.DataFrame:
+    """Per-image measures used by :func:`score_image_properties`.
+
+    The coarse histograms of ``unusual_histogram`` come from :func:`tone_histograms`.
+
+    Parameters
+    ----------
+    images : ndarray of uint8, shape (N, H, W) or (N, H, W, C)
+    chunk : int, keyword-only
+        Images processed per vectorised step (bounds the memory used).
+
+    Returns
+    -------
+    DataFrame with N rows and float columns
+        ``brightness`` (mean grey, 0..255), ``std`` (grey standard deviation),
+        ``channel_std`` (the largest of the channels' standard deviations; ``std`` for
+        greyscale images),
+        ``contrast`` (``log(1 + q)``, ``q`` the :data:`CONTRAST_QUANTILE` quantile of the
+        pixels' colour distances from the paper), ``entropy`` (bits, 0..8, of the 256-bin
+        grey histogram), ``hf_energy`` (mean absolute 4-neighbour Laplacian, grey levels;
+        edges replicated) and ``sharpness`` (``log((hf_energy + 1) / (std + 1))``),
+        ``relative_noise`` (``log((sigma + 1) / (std_c + 1))`` with Immerkaer's noise
+        estimate ``sigma`` and the standard deviation ``std_c`` of the channel of largest
+        standard deviation; 0 for images under 3 px), ``line_anisotropy`` (the log of
+        the ratio of the gaps across rows and across columns, see
+        :mod:`pipeline.detect.image_properties`; 0 for images under 3 px).
+    """
+    return measure_images(checked_images(images), chunk=chunk)[0]
+
+
+def tone_histograms(images: np.ndarray, *, chunk: int = 8192) -> np.ndarray:
+    """Each image's grey-level histogram in :data:`TONE_BINS` bins, float64 ``(N, bins)``,
+    rows summing to 1."""
+    return measure_images(checked_images(images), chunk=chunk)[1]
+
+
+def measure_images(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The measures of :func:`image_property_measures` and the :func:`tone_histograms`,
+    in one pass over the (possibly memory-mapped) images."""
+    if chunk < 1:
+        raise ValueError(f"`chunk` must be >= 1. Got {chunk} instead.")
+    n = images.shape[0]
+    out = {k: np.empty(n, dtype=np.float64)
+           for k in ("brightness", "std", "channel_std", "contrast", "entropy", "hf_energy",
+                     "relative_noise", "line_anisotropy", *GEOMETRY)}  # fmt: skip
+    tones = np.empty((n, TONE_BINS), dtype=np.float64)
+    for lo in range(0, n, chunk):
+        block = np.asarray(images[lo : lo + chunk])  # read once: the images may be mapped
+        g = _grey(block)  # (B, H, W)
+        b, h, w = g.shape
+        flat = g.reshape(b, -1)  # (B, H*W)
+        out["brightness"][lo : lo + b] = flat.mean(axis=1)
+        out["std"][lo : lo + b] = flat.std(axis=1)
+        channels = block.reshape(b, -1, block.shape[3]) if block.ndim == 4 else flat[..., None]
+        channel_std = channels.std(axis=1, dtype=np.float64)  # (B, C)
+        out["channel_std"][lo : lo + b] = channel_std.max(axis=1)
+
+        levels = np.clip(np.rint(flat), 0, 255).astype(np.int64)  # (B, H*W)
+        offsets = (np.arange(b, dtype=np.int64) * 256)[:, None]
+        hist = np.bincount((levels + offsets).ravel(), minlength=b * 256).reshape(b, 256)
+        p = hist / float(h * w)  # (B, 256)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)
+        out["entropy"][lo : lo + b] = ent
+        tones[lo : lo + b] = p.reshape(b, TONE_BINS, 256 // TONE_BINS).sum(axis=2)
+
+        pad = np.pad(g, ((0, 0), (1, 1), (1, 1)), mode="edge")  # (B, H+2, W+2)
+        lap = (
+            4.0 * pad[:, 1:-1, 1:-1]
+            - pad[:, :-2, 1:-1]
+            - pad[:, 2:, 1:-1]
+            - pad[:, 1:-1, :-2]
+            - pad[:, 1:-1, 2:]
+        )  # (B, H, W)
+        out["hf_energy"][lo : lo + b] = np.abs(lap).reshape(b, -1).mean(axis=1)
+        out["relative_noise"][lo : lo + b] = _relative_noise(block, channel_std)
+        ink = _paper_distance(block)  # (B, H, W)
+        contrast = np.quantile(ink.reshape(b, -1), CONTRAST_QUANTILE, axis=1)
+        out["contrast"][lo : lo + b] = np.log1p(contrast)
+        out["line_anisotropy"][lo : lo + b] = _line_anisotropy(ink, contrast)
+        for name, values in zip(GEOMETRY, _geometry(ink), strict=True):
+            out[name][lo : lo + b] = values
+    out["sharpness"] = np.log((out["hf_energy"] + 1.0) / (out["std"] + 1.0))
+    return pd.DataFrame(out), tones
+
+
+def _relative_noise(block: np.ndarray, channel_std: np.ndarray) -> np.ndarray:
+    """``log((sigma + 1) / (std + 1))`` per image, in its channel of largest standard
+    deviation (``channel_std``: ``(B, C)``, each channel's); Immerkaer's (1996) noise
+    estimate ``sigma`` (:mod:`pipeline.detect.image_properties`)."""
+    x = block if block.ndim == 4 else block[..., None]
+    b, h, w, _ = x.shape
+    if h < 3 or w < 3:
+        return np.zeros(b)
+    best = channel_std.argmax(axis=1)  # (B,)
+    g = np.take_along_axis(x, best[:, None, None, None], axis=3)[..., 0].astype(np.float32)
+    std = channel_std[np.arange(b), best]
+    r = (4.0 * g[:, 1:-1, 1:-1]
+         - 2.0 * (g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:])
+         + g[:, :-2, :-2] + g[:, :-2, 2:] + g[:, 2:, :-2] + g[:, 2:, 2:])  # fmt: skip
+    sigma = np.sqrt(np.pi / 2.0) / 6.0 * np.abs(r).reshape(b, -1).mean(axis=1)
+    return np.log((sigma + 1.0) / (std + 1.0))
+
+
+def _line_anisotropy(ink: np.ndarray, contrast: np.ndarray) -> np.ndarray:
+    """``log((rows + e) / (columns + e))`` per image (see
+    :mod:`pipeline.detect.image_properties`), from the colour distances of its pixels from
+    the paper ``(B, H, W)`` and each image's contrast (their :data:`CONTRAST_QUANTILE`
+    quantile, ``(B,)``); 0 for images under 3 px."""
+    b, h, w = ink.shape
+    if h < 3 or w < 3:
+        return np.zeros(b)
+    t = np.clip(ink / np.maximum(contrast, 1.0)[:, None, None], 0.0, 1.0)  # 1 = full ink
+    mass = t.reshape(b, -1).sum(axis=1) + 1.0
+    # how much paler than *both* neighbours along the axis a pixel is: a gap in a stroke
+    rows = np.clip(np.minimum(t[:, :-2], t[:, 2:]) - t[:, 1:-1], 0.0, None)
+    cols = np.clip(np.minimum(t[:, :, :-2], t[:, :, 2:]) - t[:, :, 1:-1], 0.0, None)
+    across_rows = rows.reshape(b, -1).sum(axis=1) / mass + LINE_PSEUDO
+    across_cols = cols.reshape(b, -1).sum(axis=1) / mass + LINE_PSEUDO
+    return np.log(across_rows / across_cols)
+
+
+def _paper_distance(block: np.ndarray) -> np.ndarray:
+    """Each pixel's colour distance from the paper (the per-channel median of the image's
+    border pixels), float32 ``(B, H, W)``, for a uint8 block ``(B, H, W[, C])``."""
+    x = (block if block.ndim == 4 else block[..., None]).astype(np.float32)
+    border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)
+    return np.sqrt(np.square(x - np.median(border, axis=1)[:, None, None, :]).sum(axis=3))
+
+
+def _geometry(ink: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(centre_y, centre_x, extent, major_extent)`` per image, from the colour distances
+    of its pixels from the paper (:func:`_paper_distance`; :mod:`pipeline.detect.image_properties`).
+
+    The content is weighted by that distance; ``centre_*`` is its centroid relative to the
+    image centre, in image heights / widths, ``extent`` the log of its radius of gyration
+    in those units and ``major_extent`` the log of its radius along its major axis (the
+    square root of the largest eigenvalue of the position covariance). An image without
+    content (all background) is given the centre and the extents of a uniform weight.
+    """
+    weight = ink.copy()
+    b, h, w = weight.shape
+    empty = weight.reshape(b, -1).sum(axis=1) <= 0
+    weight[empty] = 1.0
+    mass = weight.sum(axis=(1, 2))  # (B,)
+    yy = ((np.arange(h) - (h - 1) / 2.0) / h).astype(np.float32)
+    xx = ((np.arange(w) - (w - 1) / 2.0) / w).astype(np.float32)
+    rows, cols = weight.sum(axis=2), weight.sum(axis=1)  # (B, H), (B, W)
+    cy, cx = rows @ yy / mass, cols @ xx / mass
+    vy = rows @ (yy * yy) / mass - cy * cy
+    vx = cols @ (xx * xx) / mass - cx * cx
+    cov = np.einsum("bhw,h,w->b", weight, yy, xx) / mass - cy * cx
+    major = 0.5 * (vy + vx) + np.sqrt(0.25 * np.square(vy - vx) + np.square(cov))
+    extent = 0.5 * np.log(np.maximum(vy + vx, 1e-8))
+    major_extent = 0.5 * np.log(np.maximum(major, 1e-8))
+    return tuple(v.astype(np.float64) for v in (cy, cx, extent, major_extent))
+
+
+def histogram_distance(
+    tones: np.ndarray,
+    *,
+    neighbours: int | None = None,
+    reference: int = TONE_REFERENCE,
+    seed: int = 0,
+) -> np.ndarray:
+    """Mean Hellinger distance from each histogram to its ``neighbours`` nearest others.
+
+    Parameters
+    ----------
+    tones : ndarray, shape (N, B)
+        Histograms (rows summing to 1), e.g. :func:`tone_histograms`.
+    neighbours : int, optional, keyword-only
+        How many nearest histograms are averaged (fewer when there are fewer others);
+        default the larger of :data:`TONE_NEIGHBOURS` and :data:`TONE_SHARE` of ``N``.
+    reference : int, keyword-only
+        The neighbours are searched among at most this many rows, a random subset drawn
+        with ``seed``; a row is never its own neighbour.
+
+    Returns
+    -------
+    ndarray of float64, shape (N,)
+        In [0, 1]; all zeros when there are fewer than 3 rows.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(tones)
+    if n < 3:
+        return np.zeros(n)
+    feats = np.sqrt(np.clip(np.asarray(tones, dtype=np.float64), 0.0, None)) / np.sqrt(2.0)
+    pool = np.arange(n)
+    if n > reference:
+        pool = np.sort(np.random.default_rng(seed).choice(n, size=reference, replace=False))
+    if neighbours is None:
+        neighbours = max(TONE_NEIGHBOURS, int(np.ceil(TONE_SHARE * n)))
+    k = max(1, min(int(neighbours), len(pool) - 1))
+    index = NearestNeighbors(n_neighbors=k + 1).fit(feats[pool])
+    out = np.empty(n)
+    for rows in range(0, n, 8192):
+        part = np.arange(rows, min(rows + 8192, n))
+        dist, idx = index.kneighbors(feats[part])
+        own = pool[idx] == part[:, None]
+        # leave the row itself out; a row outside the pool drops its farthest neighbour
+        drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+        keep = np.ones_like(own)
+        keep[np.arange(len(part)), drop] = False
+        out[part] = dist[keep].reshape(len(part), k).mean(axis=1)
+    return out
