@@ -13,12 +13,8 @@ from sklearn.datasets import load_digits
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.errors import DataError
 from assay.pipeline.gan_figures import grid_image
-from assay.pipeline.generate import (
-    ARMS,
-    compare_gans,
-    transition_for_training,
-    transition_from_noise_matrix,
-)
+from assay.pipeline.generate import ARMS, compare_gans
+from assay.pipeline.noise_transition import transition_for_training, transition_from_noise_matrix
 from assay.pipeline.split import stratified_take, trusted_split
 
 
