@@ -30,25 +30,26 @@ Usage::
     python -m benchmarks.detect --lofo --n 10000 --groups 3 --cache scores/
     python -m benchmarks.detect --label-count digits --fast
 
-``--lofo`` is the leave-one-family-out benchmark: the MNIST test set with ``--rate`` (5 %)
-of its images corrupted at ``--severity`` (3) by the families of
+``--lofo`` is the leave-one-family-out benchmark: the MNIST test set with ``--rate``
+(5 %) of its images corrupted at ``--severity`` (3) by the families of
 :mod:`pipeline.inject.corruptions`, split among ``--groups`` copies (one detection run
 each; the scores are stored in ``--cache`` so that the rules can be chosen again without
-detecting again). For every family held out, the image rule (a threshold per outlier
-source, each a quantile of half of the clean images, the union's clean false-positive
-rate kept within 1 %) and the VAE score variant are chosen on the *other* families and
-reported on the held-out one, with the clean false-positive rate on the other half of
-the clean images; so is the threshold of ``outlier_evidence`` (``is_outlier``'s rule in
-:mod:`pipeline.detect.combine`: the best mean recall on the other families within a clean
-false-positive rate of 0.8 % on the first half). One JSON line: per family AUROC of
-``outlier_score``, ``vae_score`` and each source, ``is_dirty`` recall (the detection's own
-flags), the tuned rule's and the chosen evidence threshold's recall, and the targets met
-or not. With ``--groups 33`` every family is alone in its copy: 5 % of the images are one
-kind of dirt, many and alike, as a faulty scanner or a broken conversion step leaves it,
-which is harder for the detectors that judge an image by its nearest neighbours (the
-histogram property, Datalab's kNN score) than a few images of each kind.
-``--label-count`` compares the rules for how many labels to flag (flagged / true count
-and F1 at 5 to 50 % noise).
+detecting again; the cache files are named by the run's settings and a digest of the
+project's sources, so changed code detects again). For every family held out, the image
+rule (a threshold per outlier source, each a quantile of half of the clean images, the
+union's clean false-positive rate kept within 1 %) and the VAE score variant are chosen
+on the *other* families and reported on the held-out one, with the clean false-positive
+rate on the other half of the clean images; so is the threshold of ``outlier_evidence``
+(``is_outlier``'s rule in :mod:`pipeline.detect.combine`: the best mean recall on the
+other families within a clean false-positive rate of 0.8 % on the first half). One JSON
+line: per family AUROC of ``outlier_score``, ``vae_score`` and each source, ``is_dirty``
+recall (the detection's own flags), the tuned rule's and the chosen evidence threshold's
+recall, and the targets met or not. With ``--groups 33`` every family is alone in its
+copy: 5 % of the images are one kind of dirt, many and alike, as a faulty scanner or a
+broken conversion step leaves it, which is harder for the detectors that judge an image
+by its nearest neighbours (the histogram property, Datalab's kNN score) than a few
+images of each kind. ``--label-count`` compares the rules for how many labels to flag
+(flagged / true count and F1 at 5 to 50 % noise).
 
 The colour scenarios recolour the MNIST test set (:func:`recolour`: every image its own
 random paper and ink colour, light and dark papers alike, at least 0.4 apart in
@@ -525,6 +526,24 @@ def corrupted_dataset(clean: Any, names: list[str], *, rate: float, severity: in
     return ds, family.astype(str)
 
 
+def code_digest(root: Path | None = None) -> str:
+    """12 hex digits of the project's Python sources under ``root`` (default: this
+    project's package), ``pipeline/`` and ``models/``: a cache of detection scores made by
+    other code (another detector, another corruption) is never read back as this code's."""
+    import hashlib
+
+    if root is None:
+        import assay.pipeline
+
+        root = Path(assay.pipeline.__file__).resolve().parent.parent
+    digest = hashlib.blake2b(digest_size=6)
+    for part in ("pipeline", "models"):
+        for path in sorted((root / part).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def lofo_scores(
     clean: Any, *, groups: int, rate: float, severity: int, seed: int, cache: Path | None,
     classifier: dict[str, Any] | None = None, progress: bool = False,
@@ -544,7 +563,7 @@ def lofo_scores(
         if cache is not None:
             model = (classifier or {}).get("model", "default")
             key = (f"lofo-n{len(clean)}-g{g}of{groups}-r{rate}-s{severity}-seed{seed}"
-                   f"-{model}.npz")  # fmt: skip
+                   f"-{model}-{code_digest()}.npz")  # fmt: skip
             path = cache / key
             if path.is_file():
                 with np.load(path, allow_pickle=False) as f:
