@@ -557,13 +557,14 @@ def lofo_scores(
     colour = clean.images.ndim == 4 and clean.images.shape[-1] >= 3
     names = list(families(colour=colour))
     parts: list[dict[str, np.ndarray]] = []
+    code = code_digest() if cache is not None else ""
     for g in range(groups):
         mine = names[g::groups]
         path = None
         if cache is not None:
             model = (classifier or {}).get("model", "default")
             key = (f"lofo-n{len(clean)}-g{g}of{groups}-r{rate}-s{severity}-seed{seed}"
-                   f"-{model}-{code_digest()}.npz")  # fmt: skip
+                   f"-{model}-{code}.npz")  # fmt: skip
             path = cache / key
             if path.is_file():
                 with np.load(path, allow_pickle=False) as f:
