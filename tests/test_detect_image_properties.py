@@ -290,6 +290,47 @@ def test_gamma_changed_strokes_have_an_unusual_histogram():
     assert table["flag"].to_numpy()[~bad].mean() <= 0.005
 
 
+def test_tone_curve_is_zero_on_linear_ramps_and_leans_with_a_curved_one():
+    row = np.array([0, 0, 64, 128, 191, 255, 255, 191, 128, 64, 0, 0], dtype=float)
+    images = np.zeros((2, 9, 12), dtype=np.uint8)
+    images[0, 2:7] = row
+    images[1, 2:7] = np.rint(255 * (row / 255) ** 2)  # 0 0 16 64 143 255 255 143 64 16 0 0
+    m = image_property_measures(images)["tone_curve"].to_numpy()
+    assert m[0] == pytest.approx(0.0, abs=1e-6)  # leans 0, +0.5 and -0.5 grey levels
+    # three ramps on each side of five rows: (0, 16, 64), (16, 64, 143), (64, 143, 255)
+    lean, rise = 10 * (-16 - 15.5 - 16.5) / 255, 10 * (64 + 127 + 191) / 255
+    assert m[1] == pytest.approx(lean / (rise + 0.06 * 9 * 12))
+    tiny = image_property_measures(np.full((1, 2, 2), 9, dtype=np.uint8))
+    assert tiny["tone_curve"][0] == 0.0
+
+
+def test_a_wrong_tone_curve_leans_the_edges_a_linear_contrast_change_does_not():
+    """Gamma either way moves ``tone_curve`` (its sign says which way); a linear change
+    of contrast, which keeps every ramp straight, leaves it alone."""
+    from sklearn.metrics import roc_auc_score
+
+    from assay.pipeline.inject.corruptions import corrupt
+
+    images = _strokes(600)
+    original = images.copy()
+    idx = np.random.default_rng(0).choice(len(images), 60, replace=False)
+    gamma, contrast = idx[:30], idx[30:]
+    images[gamma] = corrupt(images[gamma], "gamma", severity=3, seed=1)
+    images[contrast] = corrupt(images[contrast], "contrast", severity=3, seed=1)
+    is_gamma, is_contrast = np.isin(np.arange(600), gamma), np.isin(np.arange(600), contrast)
+    clean = ~(is_gamma | is_contrast)
+    table, _ = score_image_properties(images)
+    score = table["score_tone_curve"].to_numpy()
+    assert roc_auc_score(is_gamma[is_gamma | clean], -score[is_gamma | clean]) >= 0.98
+    assert roc_auc_score(is_contrast[is_contrast | clean], -score[is_contrast | clean]) < 0.7
+    assert (score[is_gamma] < 0.5).mean() >= 0.7
+    assert not (score[clean | is_contrast] < 0.5).any()
+    lean = image_property_measures(images)["tone_curve"].to_numpy()[gamma]
+    lighter = images[gamma].reshape(30, -1).mean(1) > original[gamma].reshape(30, -1).mean(1)
+    assert 0 < lighter.sum() < 30  # both directions drawn
+    assert (lean[lighter] > 0).all() and (lean[~lighter] < 0).all()
+
+
 def _drop_lines(images: np.ndarray, columns: bool, seed: int) -> np.ndarray:
     """The ``line_drop`` corruption (rows), or the same on columns."""
     from assay.pipeline.inject.corruptions import corrupt

@@ -21,6 +21,8 @@ __all__ = [
     "GEOMETRY",
     "LINE_PSEUDO",
     "TONE_BINS",
+    "TONE_CURVE_PSEUDO",
+    "TONE_CURVE_STEP",
     "TONE_NEIGHBOURS",
     "TONE_REFERENCE",
     "TONE_SHARE",
@@ -46,6 +48,12 @@ TONE_NEIGHBOURS = 20
 TONE_SHARE = 0.01
 #: At most this many images (a seeded random subset) are searched for the neighbours.
 TONE_REFERENCE = 20_000
+#: Smallest rise in ink across three pixels (a share of the image's contrast) that makes
+#: them a ramp for ``tone_curve``.
+TONE_CURVE_STEP = 0.1
+#: Rise added to the ramps' total in ``tone_curve``, per pixel of the image (47 at 28x28),
+#: so that an image with few ramps (a thin "1") leans towards 0 instead of to chance.
+TONE_CURVE_PSEUDO = 0.06
 
 
 def _grey(images: np.ndarray) -> np.ndarray:
@@ -117,7 +125,7 @@ def measure_images(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.
     n = images.shape[0]
     out = {k: np.empty(n, dtype=np.float64)
            for k in ("brightness", "std", "channel_std", "contrast", "entropy", "hf_energy",
-                     "relative_noise", "line_anisotropy", *GEOMETRY)}  # fmt: skip
+                     "relative_noise", "line_anisotropy", "tone_curve", *GEOMETRY)}  # fmt: skip
     tones = np.empty((n, TONE_BINS), dtype=np.float64)
     for lo in range(0, n, chunk):
         block = np.asarray(images[lo : lo + chunk])  # read once: the images may be mapped
@@ -153,6 +161,7 @@ def measure_images(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.
         contrast = np.quantile(ink.reshape(b, -1), CONTRAST_QUANTILE, axis=1)
         out["contrast"][lo : lo + b] = np.log1p(contrast)
         out["line_anisotropy"][lo : lo + b] = _line_anisotropy(ink, contrast)
+        out["tone_curve"][lo : lo + b] = _tone_curve(ink, contrast)
         for name, values in zip(GEOMETRY, _geometry(ink), strict=True):
             out[name][lo : lo + b] = values
     out["sharpness"] = np.log((out["hf_energy"] + 1.0) / (out["std"] + 1.0))
@@ -193,6 +202,32 @@ def _line_anisotropy(ink: np.ndarray, contrast: np.ndarray) -> np.ndarray:
     across_rows = rows.reshape(b, -1).sum(axis=1) / mass + LINE_PSEUDO
     across_cols = cols.reshape(b, -1).sum(axis=1) / mass + LINE_PSEUDO
     return np.log(across_rows / across_cols)
+
+
+def _tone_curve(ink: np.ndarray, contrast: np.ndarray) -> np.ndarray:
+    """How the mid-tones of the image's edges lean, per image (see
+    :mod:`pipeline.detect.image_properties`), from the colour distances of its pixels from
+    the paper ``(B, H, W)`` and each image's contrast ``(B,)``; 0 for images under 3 px.
+
+    A *ramp* is three pixels in a row or a column whose ink rises (or falls) strictly
+    through the middle one, by more than :data:`TONE_CURVE_STEP` of the contrast. The
+    measure is the sum over all ramps of ``middle - (first + last) / 2`` over the sum of
+    their rises ``|last - first|`` plus :data:`TONE_CURVE_PSEUDO` per pixel.
+    """
+    b, h, w = ink.shape
+    if h < 3 or w < 3:
+        return np.zeros(b)
+    t = np.clip(ink / np.maximum(contrast, 1.0)[:, None, None], 0.0, 1.0)  # 1 = full ink
+    lean, rise = np.zeros(b), np.zeros(b)
+    for first, mid, last in ((t[:, :, :-2], t[:, :, 1:-1], t[:, :, 2:]),
+                             (t[:, :-2], t[:, 1:-1], t[:, 2:])):  # fmt: skip
+        step = np.abs(last - first)
+        ramp = (((first < mid) & (mid < last)) | ((first > mid) & (mid > last))) & (
+            step > TONE_CURVE_STEP
+        )
+        lean += np.where(ramp, mid - 0.5 * (first + last), 0.0).reshape(b, -1).sum(axis=1)
+        rise += np.where(ramp, step, 0.0).reshape(b, -1).sum(axis=1)
+    return lean / (rise + TONE_CURVE_PSEUDO * h * w)
 
 
 def _paper_distance(block: np.ndarray) -> np.ndarray:
