@@ -4,11 +4,12 @@ per chunk of images (no Python loop over samples), on the grey level (the channe
 for colour images) or on each pixel's colour distance from the paper.
 
 :func:`image_property_measures` returns one row of measures per image (brightness,
-contrast, entropy, high-frequency energy, sharpness, relative noise, line anisotropy and
-the placement of the content), :func:`tone_histograms` each image's coarse grey-level
-histogram and :func:`histogram_distance` how far each histogram lies from its nearest
-others. What each measure means, how it is judged against the data and the figures
-behind every constant are in the detector's module docstring.
+contrast, entropy, high-frequency energy, sharpness, relative noise, line anisotropy, the
+lean of the edges' mid-tones and the placement of the content), :func:`tone_histograms`
+each image's coarse grey-level histogram and :func:`histogram_distance` how far each
+histogram lies from its nearest others. What each measure means, how it is judged
+against the data and the figures behind every constant are in the detector's module
+docstring.
 """
 
 from __future__ import annotations
