@@ -445,24 +445,30 @@ def test_grain_inside_strokes_is_relative_noise_not_edge_energy():
 # ----------------------------------------------------------------------------- placement
 def test_placement_measures_exact_on_hand_made_images():
     """Centre in image heights / widths from the centre; extents = logs of the content's
-    radius of gyration and of its radius along the major axis; colour content is weighted
-    by its distance from the paper."""
-    from assay.pipeline.detect.image_measures import _geometry as _on_ink
-    from assay.pipeline.detect.image_measures import _paper_distance
+    radius of gyration and of its radius along the major axis; span = the longer side of
+    the bounding box of the pixels with half the contrast or more; colour content is
+    weighted by its distance from the paper."""
+    from assay.pipeline.detect.image_measures import GEOMETRY
 
     def _geometry(images):
-        return _on_ink(_paper_distance(images))
+        m = image_property_measures(images)
+        return tuple(m[name].to_numpy() for name in GEOMETRY)
 
     dot = np.zeros((1, 5, 5), dtype=np.uint8)
     dot[0, 1, 3] = 200
-    cy, cx, _, _ = _geometry(dot)
+    cy, cx, _, _, span = _geometry(dot)
     assert (cy[0], cx[0]) == pytest.approx((-1 / 5, 1 / 5))
+    assert span[0] == 1
 
     pair = np.zeros((3, 8, 8), dtype=np.uint8)
     pair[0, 4, [1, 5]] = 255  # two dots 4 px apart along a row: radius 2 px = 2 / 8
     pair[1, [0, 4], 2] = 255  # the same along a column
     pair[2, 2, [1, 5]] = pair[2, 6, [1, 5]] = 255  # the corners of a 4 px square
-    cy, cx, extent, major = _geometry(pair)
+    cy, cx, extent, major, span = _geometry(pair)
+    np.testing.assert_array_equal(span, [5, 5, 5])
+    faint = np.zeros((1, 8, 8), dtype=np.uint8)
+    faint[0, 1, 1], faint[0, 6, 6] = 255, 100  # under half the contrast: not in the span
+    assert _geometry(faint)[4][0] == 1
     # a line: both radii 2 px; the square: gyration sqrt(2) * 2 px, major axis 2 px
     assert extent == pytest.approx(np.log([2 / 8, 2 / 8, np.sqrt(2) * 2 / 8]), abs=1e-5)
     assert major == pytest.approx(np.log([2 / 8] * 3), abs=1e-5)
@@ -507,6 +513,42 @@ def test_shifted_and_shrunk_images_are_flagged_within_their_class():
     assert (kind[shrunk] == "odd_extent").mean() >= 0.9
     clean = np.setdiff1d(np.arange(len(images)), idx)
     assert table["flag"].to_numpy()[clean].mean() <= 0.005
+
+
+def _normalised_strokes(n: int, seed: int = 0) -> np.ndarray:
+    """Pen strokes scaled, like MNIST's digits, so that the longer side of their box is 20
+    of the 28 pixels, centred."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 28, 28), dtype=np.uint8)
+    for i in range(n):
+        im = Image.new("L", (112, 112))
+        pts = [tuple(rng.uniform(10, 100, 2)) for _ in range(rng.integers(3, 6))]
+        ImageDraw.Draw(im).line(pts, fill=255, width=int(rng.integers(7, 12)), joint="curve")
+        box = im.crop(im.getbbox())
+        f = 80 / max(box.size)
+        box = box.resize((max(1, round(box.size[0] * f)), max(1, round(box.size[1] * f))))
+        canvas = Image.new("L", (112, 112))
+        canvas.paste(box, ((112 - box.size[0]) // 2, (112 - box.size[1]) // 2))
+        out[i] = np.asarray(canvas.resize((28, 28), Image.BOX))
+    return out
+
+
+def test_shrunk_content_in_a_size_normalised_set_is_odd_extent_by_its_span():
+    """Where every image's content spans the same box (a MAD of 0), the span's one-pixel
+    floor makes a content shrunk to 65 % odd, while the clean spans stay typical."""
+    from assay.pipeline.inject.corruptions import corrupt
+
+    images = _normalised_strokes(400)
+    span = image_property_measures(images)["span"].to_numpy()
+    assert np.median(np.abs(span - np.median(span))) <= 1  # nearly one size
+    idx = np.random.default_rng(0).choice(len(images), 20, replace=False)
+    images[idx] = corrupt(images[idx], "scale", severity=3, seed=1)
+    shrunk = np.isin(np.arange(len(images)), idx)
+    table, _ = score_image_properties(images)
+    assert (table["kind"].to_numpy()[shrunk] == "odd_extent").mean() >= 0.9
+    assert not (table["score_odd_extent"].to_numpy()[~shrunk] < 0.5).any()
 
 
 def test_placement_is_judged_within_the_given_classes():

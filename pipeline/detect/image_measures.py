@@ -21,6 +21,7 @@ __all__ = [
     "CONTRAST_QUANTILE",
     "GEOMETRY",
     "LINE_PSEUDO",
+    "SPAN_INK",
     "TONE_BINS",
     "TONE_CURVE_PSEUDO",
     "TONE_CURVE_STEP",
@@ -35,7 +36,9 @@ __all__ = [
 ]
 
 #: Measures of the content's placement, judged within each class by the detector.
-GEOMETRY = ("centre_y", "centre_x", "extent", "major_extent")
+GEOMETRY = ("centre_y", "centre_x", "extent", "major_extent", "span")
+#: Share of the image's contrast from which a pixel counts towards the content's ``span``.
+SPAN_INK = 0.5
 #: Quantile of the colour distances from the paper that measures an image's contrast.
 CONTRAST_QUANTILE = 0.995
 #: Valley mass added to both orientations of ``line_anisotropy``, as a share of the ink.
@@ -163,7 +166,7 @@ def measure_images(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.
         out["contrast"][lo : lo + b] = np.log1p(contrast)
         out["line_anisotropy"][lo : lo + b] = _line_anisotropy(ink, contrast)
         out["tone_curve"][lo : lo + b] = _tone_curve(ink, contrast)
-        for name, values in zip(GEOMETRY, _geometry(ink), strict=True):
+        for name, values in zip(GEOMETRY, _geometry(ink, contrast), strict=True):
             out[name][lo : lo + b] = values
     out["sharpness"] = np.log((out["hf_energy"] + 1.0) / (out["std"] + 1.0))
     return pd.DataFrame(out), tones
@@ -239,16 +242,21 @@ def _paper_distance(block: np.ndarray) -> np.ndarray:
     return np.sqrt(np.square(x - np.median(border, axis=1)[:, None, None, :]).sum(axis=3))
 
 
-def _geometry(ink: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``(centre_y, centre_x, extent, major_extent)`` per image, from the colour distances
-    of its pixels from the paper (:func:`_paper_distance`; :mod:`pipeline.detect.image_properties`).
+def _geometry(ink: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(centre_y, centre_x, extent, major_extent, span)`` per image, from the colour
+    distances of its pixels from the paper (:func:`_paper_distance`) and each image's
+    contrast (:mod:`pipeline.detect.image_properties`).
 
     The content is weighted by that distance; ``centre_*`` is its centroid relative to the
     image centre, in image heights / widths, ``extent`` the log of its radius of gyration
     in those units and ``major_extent`` the log of its radius along its major axis (the
     square root of the largest eigenvalue of the position covariance). An image without
     content (all background) is given the centre and the extents of a uniform weight.
+    ``span`` is the longer side, in pixels, of the bounding box of the pixels with at least
+    :data:`SPAN_INK` of the image's contrast (0 when there are none).
     """
+    solid = ink >= SPAN_INK * np.maximum(contrast, 1.0)[:, None, None]  # (B, H, W)
+    span = np.maximum(_run(solid.any(axis=2)), _run(solid.any(axis=1)))
     weight = ink.copy()
     b, h, w = weight.shape
     empty = weight.reshape(b, -1).sum(axis=1) <= 0
@@ -264,7 +272,16 @@ def _geometry(ink: np.ndarray) -> tuple[np.ndarray, ...]:
     major = 0.5 * (vy + vx) + np.sqrt(0.25 * np.square(vy - vx) + np.square(cov))
     extent = 0.5 * np.log(np.maximum(vy + vx, 1e-8))
     major_extent = 0.5 * np.log(np.maximum(major, 1e-8))
-    return tuple(v.astype(np.float64) for v in (cy, cx, extent, major_extent))
+    return tuple(v.astype(np.float64) for v in (cy, cx, extent, major_extent, span))
+
+
+def _run(inked: np.ndarray) -> np.ndarray:
+    """Per row of ``inked`` ``(B, L)`` (bool), the distance from its first to its last True
+    position, inclusive; 0 for a row without one."""
+    n = inked.shape[1]
+    first = inked.argmax(axis=1)
+    last = n - 1 - inked[:, ::-1].argmax(axis=1)
+    return np.where(inked.any(axis=1), last - first + 1, 0)
 
 
 def histogram_distance(

@@ -34,9 +34,10 @@ off_centre       centroid of the content (row, column)        ``|robust z|`` of 
                                                               above ``k``, within the
                                                               image's class
 odd_extent       logs of the content's radius of gyration     the smaller ``|robust z|``
-                 and of its radius along its major axis       of the two above ``k``,
-                                                              both the same way, within
-                                                              the image's class
+                 and of its radius along its major axis;      of the two radii above
+                 the longer side of the bounding box of its   ``k``, both the same way,
+                 pixels of half the contrast or more (span)   or the span's above ``k``,
+                                                              within the image's class
 ===============  ==========================================  ===========================
 
 The robust z of a measure ``m`` is ``(m - median) / (1.4826 * MAD)``, both taken over the
@@ -231,9 +232,28 @@ clean false-positive rate was 1.12 % at the threshold chosen for it. On the unmo
 MNIST test set the placement properties flag 3 of 10,000 images, the same with either
 rule: two long, strongly slanted "1"s and a squat "8".
 
+The content's *span*, the longer side of the bounding box of its pixels with at least
+:data:`SPAN_INK` (half) of the image's contrast, is the third measure of its size: a
+digit shrunk, cut off or drawn over by a long stroke changes it, however its ink is
+spread. Many datasets normalise the content's size (MNIST scales every digit so that the
+longer side of its box is 20 of the 28 pixels), so the span's spread within a class can
+be far narrower than the radii's: on the MNIST test set more than half of each class
+spans exactly 20 pixels, a MAD of 0, and the robust scale has a floor of one pixel (a
+one-pixel difference is never odd). ``odd_extent`` is also flagged when the span's
+robust z within the class passes ``k``. On the 10,000 real MNIST test images with 450 of
+them corrupted (seed 0, judged within the given classes) the ``odd_extent`` property
+found the ``scale`` family at AUROC 1.000 with 100 % past ``k`` (the radii alone: 0.999,
+63 %), zigzag 0.989 (49 %), dotted line 0.927 (12 %), a wrong crop 0.874 (6 %); it flags
+2 of the 10,000 clean images, 2 of their recoloured copies and none of the 1,797 8x8
+digits. On the leave-one-family-out benchmark at 10,000 images (seed 0; added after it
+showed scale short of 0.90, so not held out for scale) ``is_dirty`` recall for scale went
+0.83 -> 1.00 and its ``outlier_score`` AUROC 0.986 -> 0.994, the mean recall over the 33
+families 0.890 -> 0.897 with 25 of them at 0.90 or more (24), at the same clean
+false-positive rate (0.74 %) and the same chosen evidence threshold (2.15).
+
 The measures and their constants (:data:`TONE_NEIGHBOURS`, :data:`TONE_SHARE`,
-:data:`LINE_PSEUDO`, :data:`CONTRAST_QUANTILE`…) live in :mod:`pipeline.detect.image_measures`;
-this module judges them against the data.
+:data:`LINE_PSEUDO`, :data:`CONTRAST_QUANTILE`, :data:`SPAN_INK`…) live in
+:mod:`pipeline.detect.image_measures`; this module judges them against the data.
 
 Scores follow the project's convention (in [0, 1], lower = more likely an issue). For each
 property with a directed robust z ``d`` (positive towards the issue) the score is
@@ -309,7 +329,7 @@ _GREY_FILE_MODES = frozenset({"1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N",
 #: the log of the histogram distance, a 5 % change).
 _SCALE_FLOOR = {"brightness": 2.0, "contrast": 0.05, "entropy": 0.05, "hf_energy": 1.0,
                 "sharpness": 0.02, "relative_noise": 0.05, "tones": 0.05, "centre_y": 0.01,
-                "centre_x": 0.01, "extent": 0.02, "major_extent": 0.02,
+                "centre_x": 0.01, "extent": 0.02, "major_extent": 0.02, "span": 1.0,
                 "line_anisotropy": 0.25, "tone_curve": 0.02}  # fmt: skip
 
 
@@ -419,8 +439,10 @@ def score_image_properties(
         # both radii far off, the same way: a slanted "1" is wider than an upright one
         # (radius of gyration) but no longer (major axis); a shrunk digit is both
         agree = np.sign(z_geo["extent"]) == np.sign(z_geo["major_extent"])
-        per_kind["odd_extent"] = tail(np.where(agree, np.minimum(np.abs(z_geo["extent"]),
-                                                np.abs(z_geo["major_extent"])), 0.0))  # fmt: skip
+        radii = np.where(agree, np.minimum(np.abs(z_geo["extent"]),
+                                           np.abs(z_geo["major_extent"])), 0.0)  # fmt: skip
+        # or the bounding box's longer side far off: a shrunk or cut-off digit
+        per_kind["odd_extent"] = tail(np.maximum(radii, np.abs(z_geo["span"])))
     else:
         per_kind["off_centre"] = per_kind["odd_extent"] = np.ones(len(std))
     blank = std < blank_std
