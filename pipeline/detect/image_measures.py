@@ -110,7 +110,11 @@ def image_property_measures(images: np.ndarray, *, chunk: int = 8192) -> pd.Data
         estimate ``sigma`` and the standard deviation ``std_c`` of the channel of largest
         standard deviation; 0 for images under 3 px), ``line_anisotropy`` (the log of
         the ratio of the gaps across rows and across columns, see
-        :mod:`pipeline.detect.image_properties`; 0 for images under 3 px).
+        :mod:`pipeline.detect.image_properties`; 0 for images under 3 px), ``tone_curve``
+        (how far the middle pixel of each ramp of three lies from its neighbours' mean,
+        over the ramps' rise: negative when mid-tones lean towards the paper; 0 for
+        images under 3 px) and the placement measures of :data:`GEOMETRY` (``centre_y``,
+        ``centre_x``, ``extent``, ``major_extent``, ``span``: see :func:`_geometry`).
     """
     return measure_images(checked_images(images), chunk=chunk)[0]
 
