@@ -168,9 +168,11 @@ def measure_images(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.
         ink = _paper_distance(block)  # (B, H, W)
         contrast = np.quantile(ink.reshape(b, -1), CONTRAST_QUANTILE, axis=1)
         out["contrast"][lo : lo + b] = np.log1p(contrast)
-        out["line_anisotropy"][lo : lo + b] = _line_anisotropy(ink, contrast)
-        out["tone_curve"][lo : lo + b] = _tone_curve(ink, contrast)
-        for name, values in zip(GEOMETRY, _geometry(ink, contrast), strict=True):
+        # the ink as a share of the image's contrast, 1 = full ink whatever the colours
+        share = np.clip(ink / np.maximum(contrast, 1.0)[:, None, None], 0.0, 1.0)
+        out["line_anisotropy"][lo : lo + b] = _line_anisotropy(share)
+        out["tone_curve"][lo : lo + b] = _tone_curve(share)
+        for name, values in zip(GEOMETRY, _geometry(ink, share), strict=True):
             out[name][lo : lo + b] = values
     out["sharpness"] = np.log((out["hf_energy"] + 1.0) / (out["std"] + 1.0))
     return pd.DataFrame(out), tones
@@ -194,15 +196,14 @@ def _relative_noise(block: np.ndarray, channel_std: np.ndarray) -> np.ndarray:
     return np.log((sigma + 1.0) / (std + 1.0))
 
 
-def _line_anisotropy(ink: np.ndarray, contrast: np.ndarray) -> np.ndarray:
+def _line_anisotropy(t: np.ndarray) -> np.ndarray:
     """``log((rows + e) / (columns + e))`` per image (see
-    :mod:`pipeline.detect.image_properties`), from the colour distances of its pixels from
-    the paper ``(B, H, W)`` and each image's contrast (their :data:`CONTRAST_QUANTILE`
-    quantile, ``(B,)``); 0 for images under 3 px."""
-    b, h, w = ink.shape
+    :mod:`pipeline.detect.image_properties`), from each pixel's colour distance from the
+    paper as a share of the image's contrast (its :data:`CONTRAST_QUANTILE` quantile),
+    ``(B, H, W)`` in [0, 1]; 0 for images under 3 px."""
+    b, h, w = t.shape
     if h < 3 or w < 3:
         return np.zeros(b)
-    t = np.clip(ink / np.maximum(contrast, 1.0)[:, None, None], 0.0, 1.0)  # 1 = full ink
     mass = t.reshape(b, -1).sum(axis=1) + 1.0
     # how much paler than *both* neighbours along the axis a pixel is: a gap in a stroke
     rows = np.clip(np.minimum(t[:, :-2], t[:, 2:]) - t[:, 1:-1], 0.0, None)
@@ -212,20 +213,20 @@ def _line_anisotropy(ink: np.ndarray, contrast: np.ndarray) -> np.ndarray:
     return np.log(across_rows / across_cols)
 
 
-def _tone_curve(ink: np.ndarray, contrast: np.ndarray) -> np.ndarray:
+def _tone_curve(t: np.ndarray) -> np.ndarray:
     """How the mid-tones of the image's edges lean, per image (see
-    :mod:`pipeline.detect.image_properties`), from the colour distances of its pixels from
-    the paper ``(B, H, W)`` and each image's contrast ``(B,)``; 0 for images under 3 px.
+    :mod:`pipeline.detect.image_properties`), from each pixel's colour distance from the
+    paper as a share of the image's contrast, ``(B, H, W)`` in [0, 1]; 0 for images under
+    3 px.
 
     A *ramp* is three pixels in a row or a column whose ink rises (or falls) strictly
     through the middle one, by more than :data:`TONE_CURVE_STEP` of the contrast. The
     measure is the sum over all ramps of ``middle - (first + last) / 2`` over the sum of
     their rises ``|last - first|`` plus :data:`TONE_CURVE_PSEUDO` per pixel.
     """
-    b, h, w = ink.shape
+    b, h, w = t.shape
     if h < 3 or w < 3:
         return np.zeros(b)
-    t = np.clip(ink / np.maximum(contrast, 1.0)[:, None, None], 0.0, 1.0)  # 1 = full ink
     lean, rise = np.zeros(b), np.zeros(b)
     for first, mid, last in ((t[:, :, :-2], t[:, :, 1:-1], t[:, :, 2:]),
                              (t[:, :-2], t[:, 1:-1], t[:, 2:])):  # fmt: skip
@@ -246,10 +247,10 @@ def _paper_distance(block: np.ndarray) -> np.ndarray:
     return np.sqrt(np.square(x - np.median(border, axis=1)[:, None, None, :]).sum(axis=3))
 
 
-def _geometry(ink: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarray, ...]:
+def _geometry(ink: np.ndarray, share: np.ndarray) -> tuple[np.ndarray, ...]:
     """``(centre_y, centre_x, extent, major_extent, span)`` per image, from the colour
-    distances of its pixels from the paper (:func:`_paper_distance`) and each image's
-    contrast (:mod:`pipeline.detect.image_properties`).
+    distances of its pixels from the paper (:func:`_paper_distance`) and the same as a
+    share of the image's contrast (:mod:`pipeline.detect.image_properties`).
 
     The content is weighted by that distance; ``centre_*`` is its centroid relative to the
     image centre, in image heights / widths, ``extent`` the log of its radius of gyration
@@ -259,7 +260,7 @@ def _geometry(ink: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarray, ...]:
     ``span`` is the longer side, in pixels, of the bounding box of the pixels with at least
     :data:`SPAN_INK` of the image's contrast (0 when there are none).
     """
-    solid = ink >= SPAN_INK * np.maximum(contrast, 1.0)[:, None, None]  # (B, H, W)
+    solid = share >= SPAN_INK  # (B, H, W)
     span = np.maximum(_run(solid.any(axis=2)), _run(solid.any(axis=1)))
     weight = ink.copy()
     b, h, w = weight.shape
