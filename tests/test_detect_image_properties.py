@@ -9,8 +9,11 @@ import pytest
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect.base import REGISTRY, DetectorResult
 from assay.pipeline.detect.image_measures import (
+    PALETTE_BINS,
     histogram_distance,
     image_property_measures,
+    measure_images,
+    palette_sharing,
     tone_histograms,
 )
 from assay.pipeline.detect.image_properties import (
@@ -564,6 +567,100 @@ def test_placement_is_judged_within_the_given_classes():
     assert np.median(pooled[ones]) < np.median(own[ones])
     with pytest.raises(ValueError, match="classes"):
         score_image_properties(images, classes=labels[:-1])
+
+
+# ----------------------------------------------------------------------------- levels
+def _levels_image(levels: list[int], seed: int) -> np.ndarray:
+    """A 16x16 image on paper 0: a block of 16 pixels at each level in ``levels``."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros(256, dtype=np.uint8)
+    spots = rng.permutation(256)[: 16 * len(levels)].reshape(len(levels), 16)
+    for level, where in zip(levels, spots, strict=True):
+        image[where] = level
+    return image.reshape(16, 16)
+
+
+def test_palettes_and_their_sharing_exact_on_hand_made_images():
+    """Levels are bins of 1/64 (4 grey levels); a palette is shared by images that take
+    every one of its levels, give or take one bin, and have few levels themselves."""
+    images = np.stack([
+        _levels_image([128, 255], 0),        # bins 0, 32, 64
+        _levels_image([130, 255], 1),        # 130 -> bin 33: within one bin of 32
+        _levels_image([64, 128, 255], 2),    # takes 128's bin and more
+        _levels_image([64, 255], 3),         # bin 16: in no other image but 2
+        np.arange(256, dtype=np.uint8).reshape(16, 16),  # 65 bins: not few
+    ])  # fmt: skip
+    images[4, 0, 0] = 0  # the paper (border median) stays 0
+    m, _, palettes = measure_images(images, chunk=2)
+    assert palettes.shape == (5, 2, PALETTE_BINS + 1)
+    assert np.flatnonzero(palettes[0, 0]).tolist() == [0, 32, 64]
+    assert (palettes[:4, 0] == palettes[:4, 1]).all()  # full contrast: both the same
+    assert m["levels"].tolist() == [3, 3, 4, 3, 65]
+    assert m["single_levels"].tolist()[:4] == [0, 0, 0, 0]
+    few = np.array([True, True, True, True, False])
+    shared = palette_sharing(palettes, few, few)
+    # 0 is within one bin of 1 and inside 2's levels; 1 likewise; 2 needs 64's bin: none;
+    # 3's levels are all in 2's
+    assert shared.tolist() == [2, 2, 0, 1, -1]
+    assert palette_sharing(palettes, few, few, chunk=1).tolist() == shared.tolist()
+    assert palette_sharing(palettes, ~few, few).tolist() == [-1] * 4 + [0]
+    # the continuous image as a reference covers every palette
+    assert palette_sharing(palettes, few, np.ones(5, dtype=bool)).tolist() == [3, 3, 1, 2, -1]
+
+
+def _quantise(images: np.ndarray, levels: int) -> np.ndarray:
+    steps = levels - 1
+    return (np.floor(images / 255.0 * steps + 0.5) * 255.0 / steps).round().astype(np.uint8)
+
+
+def _recoloured(images: np.ndarray, seed: int) -> np.ndarray:
+    """Grey ink shares painted between a random paper and a random ink colour."""
+    rng = np.random.default_rng(seed)
+    paper = rng.integers(0, 256, size=(len(images), 1, 1, 3))
+    ink = rng.integers(0, 256, size=(len(images), 1, 1, 3))
+    far = np.abs(ink - paper).max(axis=3, keepdims=True) < 120
+    ink = np.where(far, 255 - paper, ink)  # keep some contrast
+    t = images[..., None] / 255.0
+    return np.rint(paper + t * (ink - paper)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("colour", [False, True], ids=["grey", "colour"])
+def test_a_few_images_at_a_lowered_bit_depth_have_unusual_levels(colour):
+    """The strokes come at 17 levels (drawn at 4x, box-downsampled) and a tenth of them at
+    five (as part of MNIST does): none is flagged; 15 posterized to eight levels (in each
+    channel of the colour images) share their palette with too few images."""
+    images = _strokes(400, seed=3)
+    idx = np.random.default_rng(0).permutation(400)
+    natural, posterized = idx[:40], idx[40:55]
+    images[natural] = _quantise(images[natural], 5)
+    if colour:
+        images = _recoloured(images, seed=4)
+    images[posterized] = _quantise(images[posterized], 8)  # each channel, if colour
+    table, _ = score_image_properties(images)
+    odd = np.isin(np.arange(400), posterized)
+    levels = table["score_unusual_levels"].to_numpy()
+    # In colour, posterizing each channel leaves 4 to 12 levels of the ink's share, and
+    # the 17 levels of a clean image, give or take a rounding, cover a few of them.
+    assert (levels[odd] < 0.5).mean() >= (0.5 if colour else 1.0)
+    assert (table["kind"].to_numpy()[odd & (levels < 0.5)] == "unusual_levels").all()
+    assert not (levels[~odd] < 0.5).any()
+
+
+def test_unusual_levels_on_mnist(mnist_path):
+    """Real MNIST holds about 5 % of its digits at 5 or 10 grey levels; 45 posterized to
+    3 bits or given shot noise (photon counts: levels k / 12) still stand out."""
+    from assay.pipeline.inject.corruptions import corrupt
+    from assay.pipeline.io import load
+
+    images = load("mnist").images
+    clean = score_image_properties(images)[0]["score_unusual_levels"].to_numpy()
+    assert (clean < 0.5).sum() <= 2
+    idx = np.random.default_rng(0).choice(len(images), 45, replace=False)
+    for family in ("posterize", "shot_noise"):
+        dirty = images.copy()
+        dirty[idx] = corrupt(images[idx], family, severity=3, seed=1)
+        table = score_image_properties(dirty)[0]
+        assert (table["score_unusual_levels"].to_numpy()[idx] < 0.5).mean() >= 0.95, family
 
 
 # ----------------------------------------------------------------------------- contrast

@@ -5,11 +5,12 @@ for colour images) or on each pixel's colour distance from the paper.
 
 :func:`image_property_measures` returns one row of measures per image (brightness,
 contrast, entropy, high-frequency energy, sharpness, relative noise, line anisotropy, the
-lean of the edges' mid-tones and the placement of the content), :func:`tone_histograms`
-each image's coarse grey-level histogram and :func:`histogram_distance` how far each
-histogram lies from its nearest others. What each measure means, how it is judged
-against the data and the figures behind every constant are in the detector's module
-docstring.
+lean of the edges' mid-tones, the placement of the content and the number of levels),
+:func:`tone_histograms` each image's coarse grey-level histogram and
+:func:`histogram_distance` how far each histogram lies from its nearest others;
+:func:`palette_sharing` counts the images that share each image's set of levels. What
+each measure means, how it is judged against the data and the figures behind every
+constant are in the detector's module docstring.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ __all__ = [
     "CONTRAST_QUANTILE",
     "GEOMETRY",
     "LINE_PSEUDO",
+    "PALETTE_BINS",
+    "PALETTE_LEVELS",
+    "PALETTE_SINGLES",
     "SPAN_INK",
     "TONE_BINS",
     "TONE_CURVE_PSEUDO",
@@ -32,6 +36,7 @@ __all__ = [
     "histogram_distance",
     "image_property_measures",
     "measure_images",
+    "palette_sharing",
     "tone_histograms",
 ]
 
@@ -58,6 +63,16 @@ TONE_CURVE_STEP = 0.1
 #: Rise added to the ramps' total in ``tone_curve``, per pixel of the image (47 at 28x28),
 #: so that an image with few ramps (a thin "1") leans towards 0 instead of to chance.
 TONE_CURVE_PSEUDO = 0.06
+#: Bins (plus one) an image's levels are sorted into for ``unusual_levels``: its colour
+#: distances from the paper as a share of 255 and as a share of its contrast, rounded to
+#: 1/64 (4 grey levels).
+PALETTE_BINS = 64
+#: An image with at most this many occupied bins (paper and full ink included) ...
+PALETTE_LEVELS = 16
+#: ... and at most this many levels between them that only one pixel takes uses a reduced
+#: set of levels (a lowered bit depth, a palette); a continuous image with few edge
+#: pixels has few levels too, but nearly all of them taken once.
+PALETTE_SINGLES = 1
 
 
 def _grey(images: np.ndarray) -> np.ndarray:
@@ -113,8 +128,11 @@ def image_property_measures(images: np.ndarray, *, chunk: int = 8192) -> pd.Data
         :mod:`pipeline.detect.image_properties`; 0 for images under 3 px), ``tone_curve``
         (how far the middle pixel of each ramp of three lies from its neighbours' mean,
         over the ramps' rise: negative when mid-tones lean towards the paper; 0 for
-        images under 3 px) and the placement measures of :data:`GEOMETRY` (``centre_y``,
-        ``centre_x``, ``extent``, ``major_extent``, ``span``: see :func:`_geometry`).
+        images under 3 px), the placement measures of :data:`GEOMETRY` (``centre_y``,
+        ``centre_x``, ``extent``, ``major_extent``, ``span``: see :func:`_geometry`) and
+        ``levels`` and ``single_levels`` (the bins of :data:`PALETTE_BINS` the ink takes
+        as a share of the contrast, and those among them between paper and full ink
+        that one pixel takes: see :func:`_palettes`).
     """
     return measure_images(checked_images(images), chunk=chunk)[0]
 
@@ -125,16 +143,21 @@ def tone_histograms(images: np.ndarray, *, chunk: int = 8192) -> np.ndarray:
     return measure_images(checked_images(images), chunk=chunk)[1]
 
 
-def measure_images(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """The measures of :func:`image_property_measures` and the :func:`tone_histograms`,
-    in one pass over the (possibly memory-mapped) images."""
+def measure_images(
+    images: np.ndarray, *, chunk: int
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The measures of :func:`image_property_measures`, the :func:`tone_histograms` and
+    the images' palettes (:func:`_palettes`, bool ``(N, 2, PALETTE_BINS + 1)``), in one
+    pass over the (possibly memory-mapped) images."""
     if chunk < 1:
         raise ValueError(f"`chunk` must be >= 1. Got {chunk} instead.")
     n = images.shape[0]
     out = {k: np.empty(n, dtype=np.float64)
            for k in ("brightness", "std", "channel_std", "contrast", "entropy", "hf_energy",
-                     "relative_noise", "line_anisotropy", "tone_curve", *GEOMETRY)}  # fmt: skip
+                     "relative_noise", "line_anisotropy", "tone_curve", *GEOMETRY,
+                     "levels", "single_levels")}  # fmt: skip
     tones = np.empty((n, TONE_BINS), dtype=np.float64)
+    palettes = np.empty((n, 2, PALETTE_BINS + 1), dtype=bool)
     for lo in range(0, n, chunk):
         block = np.asarray(images[lo : lo + chunk])  # read once: the images may be mapped
         g = _grey(block)  # (B, H, W)
@@ -174,8 +197,78 @@ def measure_images(images: np.ndarray, *, chunk: int) -> tuple[pd.DataFrame, np.
         out["tone_curve"][lo : lo + b] = _tone_curve(share)
         for name, values in zip(GEOMETRY, _geometry(ink, share), strict=True):
             out[name][lo : lo + b] = values
+        palettes[lo : lo + b], levels, singles = _palettes(ink, share)
+        out["levels"][lo : lo + b] = levels
+        out["single_levels"][lo : lo + b] = singles
     out["sharpness"] = np.log((out["hf_energy"] + 1.0) / (out["std"] + 1.0))
-    return pd.DataFrame(out), tones
+    return pd.DataFrame(out), tones, palettes
+
+
+def _palettes(ink: np.ndarray, share: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(palettes, levels, single_levels)`` per image, from the colour distances of its
+    pixels from the paper (:func:`_paper_distance`) and the same as a share of its
+    contrast.
+
+    ``palettes[:, 0]`` marks the bins of :data:`PALETTE_BINS` that the distances take as a
+    share of 255 (clipped to 1), ``palettes[:, 1]`` those they take as a share of the
+    contrast: bool ``(B, 2, PALETTE_BINS + 1)``. ``levels`` is the number of bins the
+    contrast-relative palette occupies, ``single_levels`` the number of them, paper and full
+    ink left out, that a single pixel takes.
+    """
+    b = len(ink)
+    out = np.zeros((b, 2, PALETTE_BINS + 1), dtype=bool)
+    rows = np.arange(b)[:, None]
+    for i, t in enumerate((np.clip(ink / 255.0, 0.0, 1.0), share)):
+        q = np.rint(t.reshape(b, -1) * PALETTE_BINS).astype(np.int64)
+        out[rows, i, q] = True
+    counts = np.zeros((b, PALETTE_BINS + 1), dtype=np.int64)  # of the contrast's bins
+    np.add.at(counts, (np.broadcast_to(rows, q.shape), q), 1)
+    singles = (counts[:, 1:-1] == 1).sum(axis=1)
+    return out, out[:, 1].sum(axis=1).astype(np.float64), singles.astype(np.float64)
+
+
+def palette_sharing(
+    palettes: np.ndarray, candidates: np.ndarray, references: np.ndarray, *, chunk: int = 1024
+) -> np.ndarray:
+    """How many *other* images each candidate's palette is shared with, int64 ``(N,)``
+    (-1 for an image that is not a candidate).
+
+    A reference image shares candidate ``i``'s palette when every bin ``i`` occupies lies
+    within one bin of a bin the reference occupies: the same levels, give or take a
+    rounding. The references are counted in each of the two forms of :func:`_palettes`
+    and the larger count is kept. Identical palettes are compared once.
+
+    Parameters
+    ----------
+    palettes : ndarray of bool, shape (N, 2, PALETTE_BINS + 1)
+    candidates, references : ndarray of bool, shape (N,)
+        The images whose palettes are counted, and those that can share them.
+    chunk : int, keyword-only
+        Candidate palettes compared per step (bounds the memory used).
+    """
+    n = len(palettes)
+    shared = np.full(n, -1, dtype=np.int64)
+    who = np.flatnonzero(candidates)
+    if len(who) == 0:
+        return shared
+    shared[who] = 0
+    if not references.any():
+        return shared
+    for i in range(palettes.shape[1]):
+        p = palettes[:, i]
+        refs, ref_count = np.unique(p[references], axis=0, return_counts=True)
+        near = refs.copy()
+        near[:, 1:] |= refs[:, :-1]
+        near[:, :-1] |= refs[:, 1:]
+        outside = (~near).astype(np.float32)
+        own, inverse = np.unique(p[who], axis=0, return_inverse=True)
+        counts = np.empty(len(own), dtype=np.int64)
+        for lo in range(0, len(own), chunk):
+            missed = own[lo : lo + chunk].astype(np.float32) @ outside.T  # (chunk, refs)
+            counts[lo : lo + chunk] = (missed == 0) @ ref_count
+        # a candidate that is also a reference does not count itself
+        shared[who] = np.maximum(shared[who], counts[inverse.ravel()] - references[who])
+    return shared
 
 
 def _relative_noise(block: np.ndarray, channel_std: np.ndarray) -> np.ndarray:
