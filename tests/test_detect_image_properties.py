@@ -646,6 +646,41 @@ def test_a_few_images_at_a_lowered_bit_depth_have_unusual_levels(colour):
     assert not (levels[~odd] < 0.5).any()
 
 
+def _flat_shapes(n: int, *, colour: bool, seed: int = 0) -> np.ndarray:
+    """Rectangles and ellipses in random flat colours on random paper, no anti-aliasing:
+    a few levels per image, each image's own."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        def pick():
+            return tuple(int(v) for v in rng.integers(0, 256, 3)) if colour else int(
+                rng.integers(0, 256))
+        im = Image.new("RGB" if colour else "L", (28, 28), pick())
+        draw = ImageDraw.Draw(im)
+        for _ in range(int(rng.integers(2, 4))):
+            (y, x), (h, w) = rng.integers(2, 14, 2), rng.integers(4, 14, 2)
+            shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+            shape([int(x), int(y), int(x + w), int(y + h)], fill=pick())
+        out.append(np.asarray(im))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("colour", [False, True], ids=["grey", "colour"])
+def test_palettes_of_their_own_are_the_datas_way_not_unusual(colour, monkeypatch):
+    """Flat shapes in random colours each take levels no other image takes; flagging
+    them all would call the data odd, so past 20 images (the neighbourhood; 2 % of the
+    images in a larger set) none is flagged."""
+    import assay.pipeline.detect.image_properties as properties
+
+    images = _flat_shapes(200, colour=colour)
+    assert (score_image_properties(images)[0]["score_unusual_levels"] == 1.0).all()
+    monkeypatch.setattr(properties, "LEVELS_MAX_SHARE", 1.0)
+    levels = score_image_properties(images)[0]["score_unusual_levels"].to_numpy()
+    assert (levels < 0.5).mean() > 0.2  # what the cap holds back
+
+
 def test_unusual_levels_on_mnist(mnist_path):
     """Real MNIST holds about 5 % of its digits at 5 or 10 grey levels; 45 posterized to
     3 bits or given shot noise (photon counts: levels k / 12) still stand out."""

@@ -273,11 +273,17 @@ shares its palette when every bin it takes lies within one bin of the other's, i
 form, and the other has at most 16 bins or is quantised with at most 32. A candidate
 shared by fewer images than the histogram's neighbourhood (:data:`TONE_NEIGHBOURS`, at
 least :data:`TONE_SHARE` of the data) is flagged, with the score ``0.5 * (shared + 1) /
-(need + 1)``. So MNIST's own five- and ten-level digits, hundreds alike, are typical,
-while a few dozen images posterized to eight levels are not. The gate on single pixels
-tells continuous images with few edge pixels (thin strokes with 15 or 16 levels, most
-taken once) from quantised ones: with every image of at most 16 bins a candidate and a
-reference, 25 to 29 of the 10,000 real MNIST test images were flagged. A
+(need + 1)``, unless more images would be flagged than ``need`` and than
+:data:`LEVELS_MAX_SHARE` (2 %) of them: then palettes of their own are the data's way,
+not strays. Rectangles and ellipses in
+random flat colours (500 images, 2 or 3 shapes each) would be 45 % flagged in colour and
+40 % in grey, the same drawn at 4x and box-downsampled (17 levels, each image its own
+colours) 6 % and 5 %; the cap flags none of them. So MNIST's own five- and ten-level
+digits, hundreds alike, are typical, while a few dozen images posterized to eight levels
+are not. The gate on single pixels tells continuous images with few edge pixels (thin
+strokes with 15 or 16 levels, most taken once) from quantised ones: with every image of
+at most 16 bins a candidate and a reference, 25 to 29 of the 10,000 real MNIST test
+images were flagged. A
 dataset whose every image is quantised to one fine grid (the 8x8 digits at 17 levels,
 strokes box-downsampled from 4x) covers most coarse palettes within a bin, so a
 posterized image among them is seldom found: none of 10 posterized digits, 9 of 15
@@ -380,6 +386,10 @@ FILE_KINDS = ("odd_size", "odd_aspect_ratio", "grayscale")
 FILE_COLUMNS = ("original_height", "original_width", "original_mode")
 #: Greyscale files in a colour set are flagged only when they are at most this share.
 GREYSCALE_MAX_SHARE = 0.10
+#: ``unusual_levels`` flags nothing when more images would be flagged than this share of
+#: them (and than the histogram's neighbourhood): images with palettes of their own are
+#: then the data's way (flat shapes in random colours), not strays.
+LEVELS_MAX_SHARE = 0.02
 _GREY_FILE_MODES = frozenset({"1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 #: Smallest scale (1.4826 * MAD) allowed per measure, in the measure's units (``tones``:
@@ -419,7 +429,8 @@ def _class_robust_z(m: pd.DataFrame, classes: np.ndarray | None) -> dict[str, np
 def _unusual_levels(m: pd.DataFrame, palettes: np.ndarray) -> np.ndarray:
     """The ``unusual_levels`` score per image (module docstring): ``0.5 * (s + 1) / (need
     + 1)`` for an image of few levels whose palette ``s`` other images share, ``s`` under
-    ``need`` (as many as the histogram's neighbourhood); 1 otherwise."""
+    ``need`` (as many as the histogram's neighbourhood); 1 otherwise, and for every image
+    when more would be flagged than ``need`` and :data:`LEVELS_MAX_SHARE` of them."""
     n = len(m)
     levels, singles = m["levels"].to_numpy(), m["single_levels"].to_numpy()
     few = levels <= PALETTE_LEVELS
@@ -428,6 +439,8 @@ def _unusual_levels(m: pd.DataFrame, palettes: np.ndarray) -> np.ndarray:
     shared = palette_sharing(palettes, few & quantised, references)
     need = max(TONE_NEIGHBOURS, int(np.ceil(TONE_SHARE * n)))
     rare = (shared >= 0) & (shared < need)
+    if rare.sum() > max(need, LEVELS_MAX_SHARE * n):  # palettes of their own: the data's way
+        return np.ones(n)
     return np.where(rare, 0.5 * (shared + 1.0) / (need + 1.0), 1.0)
 
 
