@@ -684,10 +684,10 @@ def test_palettes_of_their_own_are_the_datas_way_not_unusual(colour, monkeypatch
 def test_unusual_levels_on_mnist(mnist_path):
     """Real MNIST holds about 5 % of its digits at 5 or 10 grey levels; 45 posterized to
     3 bits or given shot noise (photon counts: levels k / 12) still stand out."""
+    from assay.pipeline import io
     from assay.pipeline.inject.corruptions import corrupt
-    from assay.pipeline.io import load
 
-    images = load("mnist").images
+    images = io.load(str(mnist_path)).images
     clean = score_image_properties(images)[0]["score_unusual_levels"].to_numpy()
     assert (clean < 0.5).sum() <= 2
     idx = np.random.default_rng(0).choice(len(images), 45, replace=False)

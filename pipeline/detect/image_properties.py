@@ -268,41 +268,44 @@ of 1/64 (:data:`PALETTE_BINS`; 4 grey levels) that its colour distances from the
 take, once as a share of 255 and once as a share of its contrast, so that recoloured
 copies of one palette agree. An image is quantised when at most :data:`PALETTE_SINGLES`
 (one) of its levels between paper and ink is taken by a single pixel, and a candidate
-when it is quantised and occupies at most :data:`PALETTE_LEVELS` (16) bins; another image
-shares its palette when every bin it takes lies within one bin of the other's, in either
-form, and the other has at most 16 bins or is quantised with at most 32. A candidate
-shared by fewer images than the histogram's neighbourhood (:data:`TONE_NEIGHBOURS`, at
-least :data:`TONE_SHARE` of the data) is flagged, with the score ``0.5 * (shared + 1) /
-(need + 1)``, unless more images would be flagged than ``need`` and than
-:data:`LEVELS_MAX_SHARE` (2 %) of them: then palettes of their own are the data's way,
-not strays. Rectangles and ellipses in
-random flat colours (500 images, 2 or 3 shapes each) would be 45 % flagged in colour and
-40 % in grey, the same drawn at 4x and box-downsampled (17 levels, each image its own
-colours) 6 % and 5 %; the cap flags none of them. So MNIST's own five- and ten-level
-digits, hundreds alike, are typical, while a few dozen images posterized to eight levels
-are not. The gate on single pixels tells continuous images with few edge pixels (thin
+when it is quantised and occupies at most :data:`PALETTE_LEVELS` (16) bins; another
+image shares its palette when every bin it takes lies within one bin of the other's, in
+either form, and the other has at most 16 bins or is quantised with at most 32. A
+candidate shared by fewer images than the histogram's neighbourhood
+(:data:`TONE_NEIGHBOURS`, at least :data:`TONE_SHARE` of the data) is flagged, with the
+score ``0.5 * (shared + 1) / (need + 1)``. So MNIST's own five- and ten-level digits,
+hundreds alike, are typical, while a few dozen images posterized to eight levels are
+not. The gate on single pixels tells continuous images with few edge pixels (thin
 strokes with 15 or 16 levels, most taken once) from quantised ones: with every image of
 at most 16 bins a candidate and a reference, 25 to 29 of the 10,000 real MNIST test
-images were flagged. A
-dataset whose every image is quantised to one fine grid (the 8x8 digits at 17 levels,
-strokes box-downsampled from 4x) covers most coarse palettes within a bin, so a
+images were flagged.
+
+Nothing is flagged when more images would be than ``need`` and than
+:data:`LEVELS_MAX_SHARE` (2 %) of them: palettes of their own are then the data's way,
+not strays. Rectangles and ellipses in random flat colours (500 images, 2 or 3 shapes
+each) would be 45 % flagged in colour and 40 % in grey, the same drawn at 4x and
+box-downsampled (17 levels, each image its own colours) 6 % and 5 %; the cap flags none
+of them. A dataset whose every image is quantised to one fine grid (the 8x8 digits at 17
+levels, strokes box-downsampled from 4x) covers most coarse palettes within a bin, so a
 posterized image among them is seldom found: none of 10 posterized digits, 9 of 15
 recoloured strokes posterized in each channel (the tests); their clean images are never
-flagged. Measured on the 10,000 real MNIST test images (seed 0): 1 flagged (a ruler-
-straight "1" with two-tone edges), 1 of their 10,000 recoloured copies, 0 of the 1,797
-digits. With 45 of them corrupted: posterize at severity 2 and 3 (16 and 8 levels) 39 and
-45 of 45, at 1 (32 levels) none, at 4 (0, 85, 170 and 255, inside MNIST's own ten-level
-palette) and 5 (two levels, inside every palette) none; shot noise at severity 3 and 4
-45 of 45, because the recipe (MNIST-C's) divides Poisson counts by 12 and 5 and so
-takes the levels ``k / 12`` and ``k / 5``, while at 1 and 2 (counts over 60 and 25)
-none; speckle and impulse noise none. With 15 at severity 3: 14 of 15 recoloured images
-posterized in each channel; gamma, jpeg, contrast, brightness, blur and fog none. The
-palettes come from the measures' single pass over the images; comparing them took 0.04 s
-for the 10,000. On the leave-one-family-out benchmark at 10,000 images (seed 0; added
-after it showed posterize the weakest family, so not held out for posterize and shot
-noise) ``is_dirty`` recall went 0.07 -> 1.00 for posterize and 0.50 -> 0.98 for shot
-noise, their ``outlier_score`` AUROC 0.939 -> 0.996 and 0.974 -> 0.999, the mean recall
-over the 33 families 0.897 -> 0.940 with 27 of them at 0.90 or more (25), no other family
+flagged.
+
+Measured on the 10,000 real MNIST test images (seed 0): 1 flagged (a ruler-straight "1"
+with two-tone edges), 1 of their 10,000 recoloured copies, 0 of the 1,797 digits. With
+45 of them corrupted: posterize at severity 2 and 3 (16 and 8 levels) 39 and 45 of 45,
+at 1 (32 levels) none, at 4 (0, 85, 170 and 255, inside MNIST's own ten-level palette)
+and 5 (two levels, inside every palette) none; shot noise at severity 3 and 4 45 of 45,
+because the recipe (MNIST-C's) divides Poisson counts by 12 and 5 and so takes the
+levels ``k / 12`` and ``k / 5``, while at 1 and 2 (counts over 60 and 25) none; speckle
+and impulse noise none. With 15 at severity 3: 14 of 15 recoloured images posterized in
+each channel; gamma, jpeg, contrast, brightness, blur and fog none. The palettes come
+from the measures' single pass over the images; comparing them took 0.04 s for the
+10,000. On the leave-one-family-out benchmark at 10,000 images (seed 0; added after it
+showed posterize the weakest family, so not held out for posterize and shot noise)
+``is_dirty`` recall went 0.07 -> 1.00 for posterize and 0.50 -> 0.98 for shot noise,
+their ``outlier_score`` AUROC 0.939 -> 0.996 and 0.974 -> 0.999, the mean recall over
+the 33 families 0.897 -> 0.940 with 27 of them at 0.90 or more (25), no other family
 moved by more than 0.001, the clean false-positive rate 0.74 % -> 0.75 % and the chosen
 evidence threshold stayed 2.15. When one family makes up all 5 % of the data (the
 benchmark's ``--groups 33`` at 3,000 images: 150 alike) the posterized images share
