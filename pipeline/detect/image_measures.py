@@ -215,15 +215,14 @@ def _palettes(ink: np.ndarray, share: np.ndarray) -> tuple[np.ndarray, ...]:
     contrast-relative palette occupies, ``single_levels`` the number of them, paper and full
     ink left out, that a single pixel takes.
     """
-    b = len(ink)
-    out = np.zeros((b, 2, PALETTE_BINS + 1), dtype=bool)
-    rows = np.arange(b)[:, None]
+    b, bins = len(ink), PALETTE_BINS + 1
+    offsets = (np.arange(b, dtype=np.int64) * bins)[:, None]
+    counts = np.empty((2, b, bins), dtype=np.int64)  # pixels per bin, per form and image
     for i, t in enumerate((np.clip(ink / 255.0, 0.0, 1.0), share)):
         q = np.rint(t.reshape(b, -1) * PALETTE_BINS).astype(np.int64)
-        out[rows, i, q] = True
-    counts = np.zeros((b, PALETTE_BINS + 1), dtype=np.int64)  # of the contrast's bins
-    np.add.at(counts, (np.broadcast_to(rows, q.shape), q), 1)
-    singles = (counts[:, 1:-1] == 1).sum(axis=1)
+        counts[i] = np.bincount((q + offsets).ravel(), minlength=b * bins).reshape(b, bins)
+    singles = (counts[1, :, 1:-1] == 1).sum(axis=1)
+    out = (counts > 0).transpose(1, 0, 2)  # (B, 2, bins)
     return out, out[:, 1].sum(axis=1).astype(np.float64), singles.astype(np.float64)
 
 
