@@ -59,6 +59,32 @@ def make_tiny_dataset(n_per_class: int = 10, *, size: int = 8, seed: int = 0) ->
     )
 
 
+def pen_strokes(n: int, seed: int = 0, side: int = 28) -> np.ndarray:
+    """Anti-aliased pen strokes (drawn at 4x, box-downsampled): grey edges around white
+    cores, like scanned handwriting."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, side, side), dtype=np.uint8)
+    for i in range(n):
+        im = Image.new("L", (side * 4, side * 4))
+        pts = [tuple(rng.uniform(side * 0.6, side * 3.4, 2)) for _ in range(rng.integers(3, 6))]
+        ImageDraw.Draw(im).line(pts, fill=255, width=int(rng.integers(7, 12)), joint="curve")
+        out[i] = np.asarray(im.resize((side, side), Image.BOX))
+    return out
+
+
+def recoloured(images: np.ndarray, seed: int) -> np.ndarray:
+    """Grey ink shares painted between a random paper and a random ink colour."""
+    rng = np.random.default_rng(seed)
+    paper = rng.integers(0, 256, size=(len(images), 1, 1, 3))
+    ink = rng.integers(0, 256, size=(len(images), 1, 1, 3))
+    far = np.abs(ink - paper).max(axis=3, keepdims=True) < 120
+    ink = np.where(far, 255 - paper, ink)  # keep some contrast
+    t = images[..., None] / 255.0
+    return np.rint(paper + t * (ink - paper)).astype(np.uint8)
+
+
 @pytest.fixture
 def tiny_dataset() -> Dataset:
     """30 greyscale 8x8 images, 3 classes of 10 (see :func:`make_tiny_dataset`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import pen_strokes, recoloured
 
 from assay.pipeline.dataset import Dataset
 from assay.pipeline.detect.base import REGISTRY, DetectorResult
@@ -209,21 +210,6 @@ def test_greyscale_files_are_flagged_only_when_they_are_strays(n_grey, flagged):
 
 
 # ----------------------------------------------------------------------------- histograms
-def _strokes(n: int, seed: int = 0, side: int = 28) -> np.ndarray:
-    """Anti-aliased pen strokes (drawn at 4x, box-downsampled): grey edges around white
-    cores, like scanned handwriting."""
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, side, side), dtype=np.uint8)
-    for i in range(n):
-        im = Image.new("L", (side * 4, side * 4))
-        pts = [tuple(rng.uniform(side * 0.6, side * 3.4, 2)) for _ in range(rng.integers(3, 6))]
-        ImageDraw.Draw(im).line(pts, fill=255, width=int(rng.integers(7, 12)), joint="curve")
-        out[i] = np.asarray(im.resize((side, side), Image.BOX))
-    return out
-
-
 def test_tone_histograms_count_sixteen_grey_levels_per_bin():
     im = np.array([[[0, 15, 16, 255]]], dtype=np.uint8)  # one 1x4 image
     h = tone_histograms(im)
@@ -280,7 +266,7 @@ def test_gamma_changed_strokes_have_an_unusual_histogram():
 
     from assay.pipeline.inject.corruptions import corrupt
 
-    images = _strokes(600)
+    images = pen_strokes(600)
     idx = np.random.default_rng(0).choice(len(images), 30, replace=False)
     images[idx] = corrupt(images[idx], "gamma", severity=3, seed=1)
     bad = np.isin(np.arange(len(images)), idx)
@@ -314,7 +300,7 @@ def test_a_wrong_tone_curve_leans_the_edges_a_linear_contrast_change_does_not():
 
     from assay.pipeline.inject.corruptions import corrupt
 
-    images = _strokes(600)
+    images = pen_strokes(600)
     original = images.copy()
     idx = np.random.default_rng(0).choice(len(images), 60, replace=False)
     gamma, contrast = idx[:30], idx[30:]
@@ -367,7 +353,7 @@ def test_lost_scan_lines_rank_as_line_defects_either_way(columns):
     flagged."""
     from sklearn.metrics import roc_auc_score
 
-    is_line, is_noisy, score, _ = _line_defect_case(_strokes(600), columns, 30)
+    is_line, is_noisy, score, _ = _line_defect_case(pen_strokes(600), columns, 30)
     clean = ~is_line & ~is_noisy
     # these random strokes are often parallel to the lines, which then thin, not cut them
     assert roc_auc_score(is_line[~is_noisy], -score[~is_noisy]) >= 0.85
@@ -393,11 +379,14 @@ def test_lost_scan_lines_in_handwriting_are_flagged(mnist_path, columns):
     assert (kind[is_line & (score < 0.5)] == "line_defect").mean() >= 0.9
 
 
-def test_a_reference_run_does_not_score_histograms():
-    images = _strokes(50)
-    _, info = score_image_properties(images)
+def test_a_reference_run_does_not_score_histograms_or_patches():
+    images = pen_strokes(50)
+    images[:3, 2:26:4, 2] = 255  # specks: odd patches when the data is at hand
+    first, info = score_image_properties(images)
+    assert (first["score_odd_patches"].to_numpy()[:3] < 1.0).all()
     table, _ = score_image_properties(images, reference=info["reference"])
     assert (table["score_unusual_histogram"] == 1.0).all()
+    assert (table["score_odd_patches"] == 1.0).all()
 
 
 # ----------------------------------------------------------------------------- relative noise
@@ -432,7 +421,7 @@ def test_grain_inside_strokes_is_relative_noise_not_edge_energy():
 
     from assay.pipeline.inject.corruptions import corrupt
 
-    images = _strokes(600)
+    images = pen_strokes(600)
     idx = np.random.default_rng(0).choice(len(images), 30, replace=False)
     images[idx] = corrupt(images[idx], "speckle_noise", severity=3, seed=1)
     bad = np.isin(np.arange(len(images)), idx)
@@ -613,28 +602,17 @@ def _quantise(images: np.ndarray, levels: int) -> np.ndarray:
     return (np.floor(images / 255.0 * steps + 0.5) * 255.0 / steps).round().astype(np.uint8)
 
 
-def _recoloured(images: np.ndarray, seed: int) -> np.ndarray:
-    """Grey ink shares painted between a random paper and a random ink colour."""
-    rng = np.random.default_rng(seed)
-    paper = rng.integers(0, 256, size=(len(images), 1, 1, 3))
-    ink = rng.integers(0, 256, size=(len(images), 1, 1, 3))
-    far = np.abs(ink - paper).max(axis=3, keepdims=True) < 120
-    ink = np.where(far, 255 - paper, ink)  # keep some contrast
-    t = images[..., None] / 255.0
-    return np.rint(paper + t * (ink - paper)).astype(np.uint8)
-
-
 @pytest.mark.parametrize("colour", [False, True], ids=["grey", "colour"])
 def test_a_few_images_at_a_lowered_bit_depth_have_unusual_levels(colour):
     """The strokes come at 17 levels (drawn at 4x, box-downsampled) and a tenth of them at
     five (as part of MNIST does): none is flagged; 15 posterized to eight levels (in each
     channel of the colour images) share their palette with too few images."""
-    images = _strokes(400, seed=3)
+    images = pen_strokes(400, seed=3)
     idx = np.random.default_rng(0).permutation(400)
     natural, posterized = idx[:40], idx[40:55]
     images[natural] = _quantise(images[natural], 5)
     if colour:
-        images = _recoloured(images, seed=4)
+        images = recoloured(images, seed=4)
     images[posterized] = _quantise(images[posterized], 8)  # each channel, if colour
     table, _ = score_image_properties(images)
     odd = np.isin(np.arange(400), posterized)
@@ -718,7 +696,7 @@ def test_faded_images_are_low_contrast_whatever_the_colours_and_the_dataset_shar
     from assay.pipeline.inject.corruptions import corrupt
 
     rng = np.random.default_rng(3)
-    strokes = _strokes(400, seed=3).astype(np.float32) / 255.0  # (N, H, W) ink share
+    strokes = pen_strokes(400, seed=3).astype(np.float32) / 255.0  # (N, H, W) ink share
     ink = rng.uniform(0, 70, (len(strokes), 1, 1, 3))  # dark inks on light papers
     paper = rng.uniform(185, 255, (len(strokes), 1, 1, 3))
     flip = rng.random(len(strokes)) < 0.5  # or light inks on dark papers

@@ -35,6 +35,7 @@ __all__ = [
     "checked_images",
     "histogram_distance",
     "image_property_measures",
+    "ink_share",
     "measure_images",
     "palette_sharing",
     "tone_histograms",
@@ -188,11 +189,8 @@ def measure_images(
         )  # (B, H, W)
         out["hf_energy"][lo : lo + b] = np.abs(lap).reshape(b, -1).mean(axis=1)
         out["relative_noise"][lo : lo + b] = _relative_noise(block, channel_std)
-        ink = _paper_distance(block)  # (B, H, W)
-        contrast = np.quantile(ink.reshape(b, -1), CONTRAST_QUANTILE, axis=1)
+        ink, contrast, share = ink_share(block)
         out["contrast"][lo : lo + b] = np.log1p(contrast)
-        # the ink as a share of the image's contrast, 1 = full ink whatever the colours
-        share = np.clip(ink / np.maximum(contrast, 1.0)[:, None, None], 0.0, 1.0)
         out["line_anisotropy"][lo : lo + b] = _line_anisotropy(share)
         out["tone_curve"][lo : lo + b] = _tone_curve(share)
         for name, values in zip(GEOMETRY, _geometry(ink, share), strict=True):
@@ -329,6 +327,17 @@ def _tone_curve(t: np.ndarray) -> np.ndarray:
         lean += np.where(ramp, mid - 0.5 * (first + last), 0.0).reshape(b, -1).sum(axis=1)
         rise += np.where(ramp, step, 0.0).reshape(b, -1).sum(axis=1)
     return lean / (rise + TONE_CURVE_PSEUDO * h * w)
+
+
+def ink_share(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ink, contrast, share)`` of a uint8 block ``(B, H, W[, C])``: each pixel's colour
+    distance from the paper (:func:`_paper_distance`, ``(B, H, W)``), the image's contrast
+    (its :data:`CONTRAST_QUANTILE` quantile, ``(B,)``) and the ink as a share of that
+    contrast, in [0, 1] (1 = full ink whatever the colours)."""
+    ink = _paper_distance(block)
+    contrast = np.quantile(ink.reshape(len(ink), -1), CONTRAST_QUANTILE, axis=1)
+    share = np.clip(ink / np.maximum(contrast, 1.0)[:, None, None], 0.0, 1.0)
+    return ink, contrast, share
 
 
 def _paper_distance(block: np.ndarray) -> np.ndarray:
