@@ -283,7 +283,7 @@ ISSUE_COLUMNS: dict[str, Column] = {
     "label_score": Column("float", "cleanlab label quality (lower = more likely wrong)"),
     "is_label_issue": Column("bool", "the given label is likely wrong (and no image reason)"),
     "outlier_score": Column(
-        "float", "2 ** (-outlier_evidence / 2.1): 'does not belong here' (below 0.5 flagged)"
+        "float", "2 ** (-outlier_evidence / 2.25): 'does not belong here' (below 0.5 flagged)"
     ),
     "is_outlier": Column("bool", "out of distribution or corrupted (the sources' evidence)"),
     "outlier_sources": Column("str", "comma list of knn_outlier, vae, image_property ('')"),
