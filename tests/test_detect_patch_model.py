@@ -26,6 +26,19 @@ def test_surprise_is_seeded_and_the_same_in_any_chunks():
     assert not np.array_equal(a, patch_surprise(images, seed=1))  # another draw, another fit
 
 
+def test_large_images_are_read_in_bounded_blocks(monkeypatch):
+    """With a budget of three images' patches, the fit draws its patches block by block
+    and scoring walks the images in blocks too; the specks still stand out."""
+    import assay.pipeline.detect.patch_model as patch_model
+
+    images = pen_strokes(120, seed=3)
+    images[:8, 2:26:4, 2] = 255  # a dotted line of single specks at the left edge
+    monkeypatch.setattr(patch_model, "_BLOCK_BYTES", 3 * 26 * 26 * 9 * 4)
+    s = patch_surprise(images)
+    assert np.isfinite(s).all()
+    assert (s[:8, None] > s[None, 8:]).mean() >= 0.95  # AUROC
+
+
 def test_the_surprise_is_minus_the_mean_of_the_least_likely_ink_patches():
     loglik = np.arange(-20.0, 0.0).reshape(1, 20).repeat(3, axis=0)  # -20 .. -1
     inked = np.ones((3, 20), dtype=bool)

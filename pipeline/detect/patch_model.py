@@ -37,6 +37,8 @@ PATCH_FIT = 20_000
 #: How many of an image's least likely ink patches its surprise is the mean of.
 PATCH_LOWEST = 10
 _FIT_IMAGES = 3000
+#: Most bytes of patches held at once (3,000 MNIST images' patches take 73 MB).
+_BLOCK_BYTES = 128 * 2**20
 
 
 def _ink_patches(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,31 +58,40 @@ def patch_surprise(images: np.ndarray, *, chunk: int = 2048, seed: int = 0) -> n
     Parameters
     ----------
     images : ndarray of uint8, shape (N, H, W) or (N, H, W, C)
-        May be memory-mapped: read ``chunk`` images at a time.
+        May be memory-mapped: read at most ``chunk`` images at a time (fewer for large
+        images, so that one block's patches take at most :data:`_BLOCK_BYTES`).
     chunk : int, keyword-only
-        Images scored at once.
+        Most images scored at once.
     seed : int, keyword-only
         Seeds the draw of the patches the mixture is fitted to, and the fit.
     """
     from sklearn.mixture import GaussianMixture
 
-    n = images.shape[0]
+    n, h, w = images.shape[:3]
     out = np.full(n, np.nan)
-    if min(images.shape[1], images.shape[2]) < PATCH_SIDE:
+    if min(h, w) < PATCH_SIDE:
         return out
+    patch_bytes = (h - PATCH_SIDE + 1) * (w - PATCH_SIDE + 1) * PATCH_SIDE**2 * 4
+    block = max(1, _BLOCK_BYTES // patch_bytes)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, size=min(n, _FIT_IMAGES), replace=False))
-    patches, inked = _ink_patches(np.asarray(images[rows]))
-    pool = patches[inked]
+    drawn = []
+    for lo in range(0, len(rows), block):
+        part = rows[lo : lo + block]
+        patches, inked = _ink_patches(np.asarray(images[part]))
+        pool = patches[inked]
+        take = min(len(pool), int(np.ceil(PATCH_FIT * len(part) / len(rows))))
+        drawn.append(pool[rng.choice(len(pool), size=take, replace=False)])
+    pool = np.concatenate(drawn)
     if len(pool) < 20 * PATCH_COMPONENTS:
         return out
-    pool = pool[rng.choice(len(pool), size=min(len(pool), PATCH_FIT), replace=False)]
     # reg_covar: a floor on each component's variances (a share of the contrast of about
     # 0.03), so data whose patches are nearly identical does not make a degenerate model
     mixture = GaussianMixture(PATCH_COMPONENTS, covariance_type="full", reg_covar=1e-3,
                               random_state=seed).fit(pool)  # fmt: skip
-    for lo in range(0, n, chunk):
-        patches, inked = _ink_patches(np.asarray(images[lo : lo + chunk]))
+    step = max(1, min(int(chunk), block))
+    for lo in range(0, n, step):
+        patches, inked = _ink_patches(np.asarray(images[lo : lo + step]))
         loglik = np.zeros(inked.shape)
         if inked.any():
             loglik[inked] = mixture.score_samples(patches[inked])
