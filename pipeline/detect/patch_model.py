@@ -30,7 +30,7 @@ PATCH_SIDE = 3
 #: A patch touches the ink when one of its pixels has at least this share of the contrast.
 PATCH_INK = 0.1
 #: Components of the Gaussian mixture.
-PATCH_COMPONENTS = 8
+PATCH_COMPONENTS = 16
 #: Ink patches the mixture is fitted to (a seeded random draw from at most
 #: :data:`_FIT_IMAGES` images).
 PATCH_FIT = 20_000
