@@ -125,15 +125,15 @@ gave held-out recall 0.884, 0.885 and 0.884 (24 families at 0.90 or more each, a
 percentile 2.06) pushed every threshold past the budget.
 
 With the ``odd_patches`` image property the chooser picked 2.25 for all 33 families
-(held-out recall 0.943 at a clean false-positive rate of at most 0.57 %), the current
-:data:`OUTLIER_EVIDENCE`: at 2.10, 0.86 % of all the clean images were flagged, past the
-chooser's budget of 0.8 %. Over all 30,000 images 2.25 gives a recall of 0.943 with 28
-families at 0.90 or more at a clean false-positive rate of 0.65 %, 2.10 gives 0.947
-(28) at 0.86 %; before the property, at 2.10: 0.940 (27) at 0.75 %. On the scenarios'
-scores (the same runs, flags at either threshold): ``mnist-corrupt-5`` ``is_outlier``
-precision / recall 0.873 / 0.982 at 2.10 and 0.899 / 0.972 at 2.25 (rotated digits 0.94
--> 0.87; before the property 0.889 / 0.982 at 2.10); the real MNIST test set 131 and 103
-images marked dirty (119 before the property).
+(held-out recall 0.943 at a clean false-positive rate of at most 0.50 %), the current
+:data:`OUTLIER_EVIDENCE`. Over all 30,000 images 2.25 gives a recall of 0.943 with 28
+families at 0.90 or more at a clean false-positive rate of 0.59 %, 2.10 gives 0.948 (28)
+at 0.80 %; before the property, at 2.10: 0.940 (27) at 0.75 %. The scenarios' figures
+with it are in the README; on their scores at either threshold (the property with 8
+mixture components, the same runs) ``mnist-corrupt-5`` ``is_outlier`` precision / recall
+was 0.873 / 0.982 at 2.10 and 0.899 / 0.972 at 2.25 (rotated digits 0.94 -> 0.87; before
+the property 0.889 / 0.982 at 2.10), and the real MNIST test set had 131 and 103 images
+marked dirty (119 before the property).
 
 Outlier score
 -------------
